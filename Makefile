@@ -1,0 +1,57 @@
+# driftlab — `make help` lists every target.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.driftlab-setup
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export YOLO_OFFLINE := 1
+export YOLO_AUTOINSTALL := false
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup up api test test-all lint format lab train bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch/torchvision come from this machine's local wheels (pip, not uv: see VERIFIED.md)
+	$(PY) -m pip install -q -e '.[dev,vision]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (driftlab)" >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install everything pinned in pyproject.toml
+
+up: setup ## bootstrap (store, first model on demo data) and run the API and friends
+	$(VENV)/bin/driftlab up
+
+api: setup ## run the API alone on :8000
+	$(VENV)/bin/driftlab api
+
+test: setup ## the fast test suite (what CI runs)
+	$(PY) -m pytest -q
+
+lint: setup ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup ## ruff format + autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+lab: setup ## JupyterLab on :8888 over the same live store
+	$(VENV)/bin/jupyter lab --no-browser --ip 127.0.0.1 --port 8888 --allow-root notebooks/
+
+train: setup ## train + register + promote a model (notebooks/train.ipynb via papermill)
+	$(VENV)/bin/driftlab train
+
+bench: setup ## every benchmark against its baseline, printing ratios
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(PY) -m benchmarks
+
+clean: ## remove runtime data (data/) — the lake, registry and runs
+	rm -rf data

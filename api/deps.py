@@ -1,0 +1,72 @@
+"""FastAPI dependencies as `Annotated` aliases; tests swap them with `app.dependency_overrides`."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Header, HTTPException, Request
+
+from api.state import AppState
+from pipelines.serving import ServingModel
+from pipelines.settings import Settings
+from pipelines.store import Store
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.driftlab
+
+
+def get_settings_dep(state: Annotated[AppState, Depends(get_state)]) -> Settings:
+    return state.settings
+
+
+def get_store(state: Annotated[AppState, Depends(get_state)]) -> Store:
+    return state.store
+
+
+def get_model(state: Annotated[AppState, Depends(get_state)]) -> ServingModel:
+    model = state.models.model
+    if model is None:
+        raise HTTPException(
+            503,
+            "no model is being served yet: ingest labeled data and run `make train` "
+            "(or `driftlab train`); the API picks the champion up within seconds",
+        )
+    return model
+
+
+def require_api_key(
+    state: Annotated[AppState, Depends(get_state)],
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> None:
+    """Write endpoints need `X-API-Key` when `DRIFTLAB_API_KEY` is set."""
+    expected = state.settings.api_key
+    if expected and not (x_api_key and hmac.compare_digest(x_api_key, expected)):
+        raise HTTPException(401, "missing or wrong X-API-Key header")
+
+
+async def json_body(request: Request) -> Any:
+    """The request body parsed with orjson, with clear 413/422 errors."""
+    limit = request.app.state.driftlab.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body of {declared} bytes is over the {limit}-byte limit")
+    body = await request.body()
+    if len(body) > limit:
+        raise HTTPException(413, f"request body is over the {limit}-byte limit")
+    if not body:
+        raise HTTPException(422, "empty request body: send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(422, f"request body is not valid JSON: {exc}") from None
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+StoreDep = Annotated[Store, Depends(get_store)]
+ModelDep = Annotated[ServingModel, Depends(get_model)]
+WriteAccess = Depends(require_api_key)
+BodyDep = Annotated[Any, Depends(json_body)]

@@ -1,0 +1,50 @@
+"""The FastAPI app: `create_app()` wires settings, state and one router per resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.routes import feedback, health, ingest, inspection, metrics, models, predict
+from api.state import AppState
+from pipelines.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.driftlab = AppState.start(settings)
+        try:
+            yield
+        finally:
+            app.state.driftlab.stop()
+
+    app = FastAPI(
+        title="driftlab",
+        version="0.1.0",
+        summary="Serve, log, monitor and retrain: the closed ML loop.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    for module in (health, ingest, predict, feedback, models, inspection, metrics):
+        app.include_router(module.router)
+    return app

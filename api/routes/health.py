@@ -1,0 +1,36 @@
+"""GET /health: is the API up, can it reach the store, which model is it serving."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import StateDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+def health(state: StateDep) -> dict[str, Any]:
+    store: dict[str, Any] = {"catalog": state.settings.catalog_uri.split(":", 1)[0]}
+    try:
+        store["snapshot_id"] = state.store.snapshot_id()
+        store["status"] = "ok"
+    except Exception as exc:
+        store["status"], store["error"] = "error", str(exc)
+    model = state.models.model
+    return {
+        "status": "ok" if store["status"] == "ok" and model is not None else "degraded",
+        "api": {"status": "ok", "uptime_s": round(time.time() - state.started_at, 1)},
+        "store": store,
+        "model": None
+        if model is None
+        else {"name": model.name, "version": model.version, "runtime": model.runtime},
+        "model_error": state.models.last_error,
+        "prediction_log": {
+            "flushed_rows": state.log.flushed_rows,
+            "last_error": state.log.last_error,
+        },
+    }

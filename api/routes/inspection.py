@@ -1,0 +1,35 @@
+"""GET /api/inspection-logs: recent predictions, paged and filterable."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import StoreDep
+
+router = APIRouter(prefix="/api", tags=["monitoring"])
+
+
+@router.get("/inspection-logs")
+def inspection_logs(
+    store: StoreDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    model_version: str | None = None,
+    prediction: str | None = None,
+    uncertain: bool | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> dict[str, Any]:
+    total, items = store.inspection_logs(
+        limit=limit,
+        offset=offset,
+        model_version=model_version,
+        prediction=prediction,
+        uncertain=uncertain,
+        since=since,
+        until=until,
+    )
+    return {"total": total, "limit": limit, "offset": offset, "items": items}

@@ -1,0 +1,95 @@
+"""What the API holds while it runs: one store, registry, serving model and prediction log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from pipelines.predicting import Band
+from pipelines.registry import Registry
+from pipelines.serving import ModelHolder
+from pipelines.settings import Settings
+from pipelines.store import Store
+from pipelines.store.spool import PredictionLog
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Metrics:
+    """Prometheus series, in a registry of the app's own (several apps can live in one test)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.predictions = Counter(
+            "driftlab_predictions", "Predictions served", ["model_version"], registry=r
+        )
+        self.uncertain = Counter(
+            "driftlab_uncertain_predictions", "Predictions flagged uncertain", registry=r
+        )
+        self.latency = Histogram(
+            "driftlab_predict_latency_seconds",
+            "Time to validate, predict and log one /predict call",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.ingested = Counter("driftlab_ingested_rows", "Rows ingested", registry=r)
+        self.feedback = Counter("driftlab_feedback", "Feedback received", ["kind"], registry=r)
+        self.model_version = Gauge(
+            "driftlab_model_version", "Version number of the serving champion", registry=r
+        )
+        self.log_pending = Gauge(
+            "driftlab_prediction_log_pending_rows",
+            "Predictions acknowledged, not yet in the lake",
+            registry=r,
+        )
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    store: Store
+    registry: Registry
+    models: ModelHolder
+    log: PredictionLog
+    band: Band
+    metrics: Metrics
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def start(cls, settings: Settings) -> AppState:
+        store = Store.open(settings)
+        registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+        log = PredictionLog(
+            store,
+            settings.spool_dir,
+            flush_interval=settings.flush_interval,
+            max_rows=settings.flush_max_rows,
+        )
+        log.start()  # replays what a crashed process left in the spool
+        models = ModelHolder(registry, interval=settings.reload_interval)
+        try:
+            models.refresh()
+        except Exception:
+            logger.exception("could not load the champion; serving will answer 503 until it can")
+        models.start()
+        state = cls(
+            settings=settings,
+            store=store,
+            registry=registry,
+            models=models,
+            log=log,
+            band=Band(settings.uncertainty_low, settings.uncertainty_high),
+            metrics=Metrics(),
+        )
+        return state
+
+    def stop(self) -> None:
+        self.models.stop()
+        self.log.close()
+        self.store.close()

@@ -1,0 +1,250 @@
+"""`driftlab`: one command line for every job. `driftlab <command> --help` explains each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from pipelines.settings import Settings, get_settings
+
+logger = logging.getLogger("driftlab")
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "papermill", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _print(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.store import Store
+
+    store = Store.open(settings)
+    _print({"catalog": settings.catalog_uri, "snapshot_id": store.snapshot_id()})
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Run notebooks/train.ipynb through papermill with the given parameters."""
+    from pipelines.notebooks import run_notebook
+
+    params: dict[str, Any] = {
+        "estimator": args.estimator,
+        "test_size": args.test_size,
+        "random_state": args.random_state,
+        "promote": not args.no_promote,
+        "seed_demo": not args.no_demo,
+        "snapshot_id": args.snapshot_id,
+    }
+    if args.n_estimators is not None:
+        params["n_estimators"] = args.n_estimators
+    if args.max_depth is not None:
+        params["max_depth"] = args.max_depth
+    out = run_notebook("train", settings, params)
+    result = json.loads(out.with_suffix(".json").read_text())
+    _print({**result, "notebook": str(out)})
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    host = args.host or settings.api_host
+    port = args.port or settings.api_port
+    check_bind(host, settings)
+    os.environ.update(settings.process_env())
+    uvicorn.run(
+        "api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+    return 0
+
+
+def check_bind(host: str, settings: Settings) -> None:
+    """An API reachable from other machines must be protected by a key."""
+    if host not in {"127.0.0.1", "localhost", "::1"} and not settings.api_key:
+        raise SystemExit(
+            f"refusing to listen on {host} without DRIFTLAB_API_KEY: anyone on the network "
+            "could write to the store. Set DRIFTLAB_API_KEY or bind to 127.0.0.1."
+        )
+
+
+def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.registry import Registry
+    from pipelines.store import Store
+
+    store = Store.open(settings)
+    registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+    _print(store.compact(registry.trained_snapshots(), older_than_hours=args.older_than_hours))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines import models
+    from pipelines.registry import Registry
+    from pipelines.store import Store
+
+    registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+    if args.action == "list":
+        rows = [
+            {
+                "version": v.version,
+                "aliases": v.aliases,
+                "snapshot_id": v.snapshot_id,
+                "accuracy": v.metrics.get("accuracy"),
+                "macro_f1": v.metrics.get("macro_f1"),
+                "n_train": v.tags.get("n_train"),
+            }
+            for v in registry.versions()
+        ]
+        _print(rows)
+        return 0
+    store = Store.open(settings)
+    who = os.environ.get("USER", "cli")
+    try:
+        if args.action == "promote":
+            if not args.version:
+                raise SystemExit("driftlab models promote VERSION")
+            _print(models.promote(store, registry, args.version, who=who, why=args.why))
+        else:
+            _print(models.rollback(store, registry, who=who, why=args.why))
+    except models.PromotionError as exc:
+        raise SystemExit(str(exc)) from None
+    return 0
+
+
+def bootstrap(settings: Settings) -> None:
+    """Create the store and, if no champion exists, train the first one on the demo data."""
+    from pipelines.registry import CHAMPION, Registry
+    from pipelines.store import Store
+
+    Store.open(settings).close()
+    registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+    if registry.alias_version(CHAMPION) is None:
+        logger.info("no champion yet: training a first model (notebooks/train.ipynb)")
+        from pipelines.notebooks import run_notebook
+
+        run_notebook("train", settings, {"seed_demo": True, "promote": True})
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    """Bootstrap, then run every process until Ctrl-C."""
+    bootstrap(settings)
+    check_bind(settings.api_host, settings)
+    env = {**os.environ, **settings.process_env()}
+    commands = {"api": [sys.executable, "-m", "pipelines.cli", "api"]}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for name, cmd in commands.items():
+        procs[name] = subprocess.Popen(cmd, env=env)
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    sys.stdout.write(
+        f"\ndriftlab is up\n  API        {base}  (docs: {base}/docs, metrics: {base}/metrics)\n"
+        f"  data       {settings.data_dir}\nCtrl-C stops everything.\n\n"
+    )
+    sys.stdout.flush()
+    stopping = False
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    while not stopping:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                logger.error("%s exited with code %s; stopping everything", name, proc.returncode)
+                stopping, code = True, 1
+        time.sleep(0.5)
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return code
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftlab",
+        description="Self-hosted closed-loop ML workbench: serve, log, monitor, label, retrain.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="set up the store, train a first model if none, start all")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("api", help="run the REST API (FastAPI on :8000)")
+    p.add_argument("--host", help="bind address (default DRIFTLAB_API_HOST)")
+    p.add_argument("--port", type=int, help="port (default DRIFTLAB_API_PORT)")
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("train", help="train and register a model (runs notebooks/train.ipynb)")
+    p.add_argument("--estimator", default="random_forest", help="random_forest, extra_trees, …")
+    p.add_argument("--n-estimators", type=int, help="trees (forests)")
+    p.add_argument("--max-depth", type=int, help="tree depth (forests)")
+    p.add_argument("--test-size", type=float, default=0.2, help="held-out share")
+    p.add_argument("--random-state", type=int, default=42, help="seed")
+    p.add_argument("--snapshot-id", type=int, default=-1, help="lake snapshot (-1: latest)")
+    p.add_argument("--no-promote", action="store_true", help="register without promoting")
+    p.add_argument(
+        "--no-demo", action="store_true", help="don't seed an empty store with demo data"
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("models", help="list, promote or roll back registered models")
+    p.add_argument("action", choices=["list", "promote", "rollback"])
+    p.add_argument("version", nargs="?", help="version to promote")
+    p.add_argument("--why", default="manual", help="reason, kept in the audit trail")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("compact", help="merge small files, expire old snapshots (keeps trained-on)")
+    p.add_argument("--older-than-hours", type=float, default=24.0, help="expire snapshots older")
+    p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser("init", help="create the store's tables")
+    p.set_defaults(func=cmd_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    settings = get_settings()
+    os.environ.update(settings.process_env())
+    return int(args.func(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

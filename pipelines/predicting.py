@@ -1,0 +1,73 @@
+"""The prediction path shared by the API and the dashboard: validate, predict, flag, log."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipelines.schema import SchemaError
+from pipelines.serving import ServingModel
+from pipelines.store.spool import PredictionLog
+
+
+@dataclass(frozen=True)
+class Band:
+    """The seeds' uncertainty rule: low < confidence < high means a human should look."""
+
+    low: float = 0.4
+    high: float = 0.7
+
+    def uncertain(self, confidence: np.ndarray) -> np.ndarray:
+        return (confidence > self.low) & (confidence < self.high)
+
+
+def predict(
+    model: ServingModel,
+    log: PredictionLog,
+    band: Band,
+    *,
+    features: list[list[Any]] | None = None,
+    records: list[dict[str, Any]] | None = None,
+    max_rows: int | None = None,
+) -> dict[str, Any]:
+    """Predict a payload and log every row durably before returning the answer."""
+    started = time.perf_counter()
+    columns = model.schema.columns(features, records, max_rows=max_rows)
+    index, proba = model.predict(model.schema.encode(columns))
+    classes = model.classes
+    if not classes:
+        raise SchemaError("the serving model has no classes")
+    labels = [classes[i] for i in index.tolist()]
+    confidence = proba[np.arange(len(index)), index]
+    uncertain = band.uncertain(confidence)
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    n = len(labels)
+    base = os.urandom(12).hex()
+    ids = [f"{base}{i:06x}" for i in range(n)]
+    log.append(
+        {
+            "ids": ids,
+            "ts": time.time(),
+            "model_name": model.name,
+            "model_version": model.version,
+            "features": {k: v.tolist() for k, v in columns.items()},
+            "prediction": [str(v) for v in labels],
+            "confidence": confidence,
+            "probabilities": proba,
+            "latency_ms": [latency_ms] * n,
+            "uncertain": uncertain,
+        }
+    )
+    return {
+        "predictions": labels,
+        "probabilities": confidence.tolist(),
+        "class_probabilities": proba.tolist(),
+        "classes": list(classes),
+        "prediction_ids": ids,
+        "model_version": model.version,
+        "uncertain": uncertain.tolist(),
+    }

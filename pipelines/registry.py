@@ -1,0 +1,191 @@
+"""The model registry: the only module that speaks to MLflow.
+
+A registered version carries the scikit-learn model, an ONNX export for serving, the feature
+schema, its metrics and params, and the DuckLake snapshot id of the data it was trained on (so
+the exact training set can be read back). Aliases `champion` and `challenger` mark roles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+EXPERIMENT = "driftlab"
+SERVING_DIR = "serving"  # run artifact folder holding schema.json and model.onnx
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def quiet_mlflow_env() -> None:
+    """No telemetry, no lookups: set before mlflow is imported or used."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@dataclass
+class VersionInfo:
+    version: str
+    run_id: str
+    aliases: list[str]
+    created_at_ms: int
+    snapshot_id: int | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Registry:
+    """MLflow tracking + registry for one model name."""
+
+    def __init__(self, tracking_uri: str, model_name: str, artifacts_dir: Path | None = None):
+        quiet_mlflow_env()
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.artifacts_dir = artifacts_dir
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+    @cached_property
+    def client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def _experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(EXPERIMENT)
+        if exp is not None:
+            return str(exp.experiment_id)
+        location = self.artifacts_dir.resolve().as_uri() if self.artifacts_dir else None
+        try:
+            return str(self.client.create_experiment(EXPERIMENT, artifact_location=location))
+        except Exception:  # another process created it first
+            exp = self.client.get_experiment_by_name(EXPERIMENT)
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def log_model(
+        self,
+        *,
+        estimator: Any,
+        schema: dict[str, Any],
+        metrics: dict[str, float],
+        params: dict[str, Any],
+        snapshot_id: int,
+        onnx_model: bytes | None,
+        tags: dict[str, str] | None = None,
+        extra_files: dict[str, bytes] | None = None,
+    ) -> str:
+        """Log a trained model with everything needed to serve and audit it; returns the version."""
+        import mlflow
+        import mlflow.sklearn
+        import sklearn
+        import skops.io
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        all_tags = {"snapshot_id": str(snapshot_id), **(tags or {})}
+        with mlflow.start_run(experiment_id=self._experiment_id(), tags=all_tags) as run:
+            mlflow.log_params({k: str(v) for k, v in params.items()})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp) / SERVING_DIR
+                folder.mkdir()
+                (folder / "schema.json").write_text(json.dumps(schema, indent=1))
+                if onnx_model is not None:
+                    (folder / "model.onnx").write_bytes(onnx_model)
+                for name, content in (extra_files or {}).items():
+                    (folder / name).write_bytes(content)
+                mlflow.log_artifacts(str(folder), artifact_path=SERVING_DIR)
+            # Explicit requirements: inferring them spawns a subprocess and costs ~6 s.
+            # We trained this estimator ourselves, so the types it holds are the ones to trust.
+            info = mlflow.sklearn.log_model(
+                estimator,
+                name="model",
+                pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+                registered_model_name=self.model_name,
+                skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(estimator)),
+            )
+        version = str(info.registered_model_version)
+        for key, value in all_tags.items():
+            self.client.set_model_version_tag(self.model_name, version, key, value)
+        self.client.set_model_version_tag(self.model_name, version, "run_id", run.info.run_id)
+        logger.info("registered %s version %s (snapshot %s)", self.model_name, version, snapshot_id)
+        return version
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.model_name, alias, str(version))
+
+    def delete_alias(self, alias: str) -> None:
+        try:
+            self.client.delete_registered_model_alias(self.model_name, alias)
+        except Exception:
+            logger.debug("alias %s was not set", alias)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def alias_version(self, alias: str) -> str | None:
+        """The version an alias points at, or None (no model registered yet, or no alias)."""
+        try:
+            return str(self.client.get_model_version_by_alias(self.model_name, alias).version)
+        except Exception:
+            return None
+
+    def version(self, version: str) -> VersionInfo:
+        mv = self.client.get_model_version(self.model_name, str(version))
+        return self._info(mv)
+
+    def versions(self) -> list[VersionInfo]:
+        """Every registered version, newest first, with its metrics and training snapshot."""
+        try:
+            found = self.client.search_model_versions(f"name = '{self.model_name}'")
+            aliases = dict(self.client.get_registered_model(self.model_name).aliases or {})
+        except Exception:
+            return []
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        infos = [self._info(mv, by_version.get(str(mv.version), [])) for mv in found]
+        return sorted(infos, key=lambda v: -int(v.version))
+
+    def _info(self, mv: Any, aliases: list[str] | None = None) -> VersionInfo:
+        run = self.client.get_run(mv.run_id) if mv.run_id else None
+        tags = dict(mv.tags or {})
+        snap = tags.get("snapshot_id")
+        return VersionInfo(
+            version=str(mv.version),
+            run_id=str(mv.run_id or tags.get("run_id", "")),
+            aliases=list(mv.aliases or []) if aliases is None else aliases,
+            created_at_ms=int(mv.creation_timestamp or 0),
+            snapshot_id=int(snap) if snap not in (None, "") else None,
+            metrics=dict(run.data.metrics) if run else {},
+            params=dict(run.data.params) if run else {},
+            tags=tags,
+        )
+
+    def trained_snapshots(self) -> list[int]:
+        """Snapshots that registered models were trained on: compaction must keep them."""
+        return sorted({v.snapshot_id for v in self.versions() if v.snapshot_id is not None})
+
+    def serving_files(self, version: str, dest: Path) -> Path:
+        """Download a version's serving folder (schema.json, model.onnx) into `dest`."""
+        run_id = self.version(version).run_id
+        dest.mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, SERVING_DIR, str(dest)))
+
+    def load_estimator(self, version: str) -> Any:
+        import mlflow
+        import mlflow.sklearn
+
+        mlflow.set_registry_uri(self.tracking_uri)
+        return mlflow.sklearn.load_model(f"models:/{self.model_name}/{version}")

@@ -1,0 +1,255 @@
+"""Feature schemas: what a dataset's rows look like, and turning request payloads into columns.
+
+The first ingested batch fixes the dataset schema (names, kinds, label type); a trained model
+carries a copy extended with what it learned (categories of each categorical feature, classes).
+Every payload is validated here, so the API, the notebooks and the CLI give the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+
+
+class SchemaError(ValueError):
+    """A payload does not fit the schema; the message says what is wrong, for the user."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: str = NUMERIC
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """Ordered features plus the label's type; a model's schema also lists its classes."""
+
+    features: tuple[Feature, ...]
+    label_type: str = "int"  # "int" or "str": how labels are given back to clients
+    classes: tuple[Any, ...] = field(default=())
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": [
+                {"name": f.name, "kind": f.kind, "categories": list(f.categories)}
+                for f in self.features
+            ],
+            "label_type": self.label_type,
+            "classes": list(self.classes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSchema:
+        return cls(
+            features=tuple(
+                Feature(f["name"], f.get("kind", NUMERIC), tuple(f.get("categories", ())))
+                for f in data["features"]
+            ),
+            label_type=data.get("label_type", "int"),
+            classes=tuple(data.get("classes", ())),
+        )
+
+    def arrow_type(self) -> pa.StructType:
+        """The Arrow type of the `features` column in the lake."""
+        return pa.struct(
+            [(f.name, pa.float64() if f.kind == NUMERIC else pa.string()) for f in self.features]
+        )
+
+    def with_training_facts(
+        self, columns: dict[str, np.ndarray], labels: Sequence[Any]
+    ) -> FeatureSchema:
+        """A copy that records the categories and classes seen in training data."""
+        features = tuple(
+            replace(f, categories=tuple(sorted(set(columns[f.name].tolist()))))
+            if f.kind == CATEGORICAL
+            else f
+            for f in self.features
+        )
+        return replace(self, features=features, classes=tuple(sorted(set(labels))))
+
+    # -- labels --------------------------------------------------------------------------------
+
+    def label_to_store(self, label: Any) -> str:
+        """Labels are stored as text; this checks the type and that it is a known class."""
+        if self.label_type == "int":
+            if isinstance(label, bool) or not isinstance(label, int | str):
+                raise SchemaError(f"label {label!r} is not an integer class label")
+            try:
+                value: Any = int(label)
+            except ValueError:
+                raise SchemaError(f"label {label!r} is not an integer class label") from None
+        else:
+            if not isinstance(label, str | int) or isinstance(label, bool):
+                raise SchemaError(f"label {label!r} is not a text class label")
+            value = str(label)
+        if self.classes and value not in self.classes:
+            raise SchemaError(f"label {label!r} is not one of the classes {list(self.classes)}")
+        return str(value)
+
+    def label_from_store(self, text: str) -> Any:
+        return int(text) if self.label_type == "int" else text
+
+    # -- payloads ------------------------------------------------------------------------------
+
+    def columns(
+        self,
+        features: list[list[Any]] | None = None,
+        records: list[dict[str, Any]] | None = None,
+        *,
+        max_rows: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Validate a payload (`features` matrix or `records`) into one array per feature."""
+        rows = _one_of(features, records)
+        if max_rows is not None and len(rows) > max_rows:
+            raise SchemaError(f"{len(rows)} rows in one request; the limit is {max_rows}")
+        names = self.names
+        if features is not None:
+            matrix = _checked_matrix(features, names)
+        else:
+            matrix = _records_to_matrix(records or [], names)
+        out: dict[str, np.ndarray] = {}
+        for j, feat in enumerate(self.features):
+            column = matrix[:, j] if matrix.dtype != object else [row[j] for row in matrix]
+            out[feat.name] = _check_column(column, feat)
+        return out
+
+    def encode(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """The float32 matrix a model sees: categories become their index (-1 if unseen)."""
+        n = len(next(iter(columns.values())))
+        x = np.empty((n, len(self.features)), dtype=np.float32)
+        for j, feat in enumerate(self.features):
+            col = columns[feat.name]
+            if feat.kind == NUMERIC:
+                x[:, j] = col
+            else:
+                lookup = {c: i for i, c in enumerate(feat.categories)}
+                x[:, j] = [lookup.get(v, -1) for v in col]
+        return x
+
+    def to_arrow(self, columns: dict[str, np.ndarray]) -> pa.StructArray:
+        arrays = [
+            pa.array(columns[f.name], type=pa.float64() if f.kind == NUMERIC else pa.string())
+            for f in self.features
+        ]
+        return pa.StructArray.from_arrays(arrays, names=self.names)
+
+
+def infer_schema(
+    features: list[list[Any]] | None = None,
+    records: list[dict[str, Any]] | None = None,
+    labels: Sequence[Any] | None = None,
+    names: Sequence[str] | None = None,
+) -> FeatureSchema:
+    """The schema a first batch implies: numbers are numeric, text is categorical."""
+    rows = _one_of(features, records)
+    if records is not None:
+        first = records[0]
+        if not isinstance(first, dict) or not first:
+            raise SchemaError("records[0] must be a non-empty object of feature: value")
+        names = list(first)
+        matrix = _records_to_matrix(records, names)
+    else:
+        width = len(rows[0]) if isinstance(rows[0], list) else 0
+        if width == 0:
+            raise SchemaError("features[0] must be a non-empty list of values")
+        names = list(names) if names else [f"f{i}" for i in range(width)]
+        matrix = _checked_matrix(rows, names)
+    feats = []
+    for j, name in enumerate(names):
+        column = matrix[:, j]
+        is_text = [isinstance(v, str) for v in column]
+        kind = CATEGORICAL if all(is_text) else NUMERIC
+        if any(is_text) and not all(is_text):
+            raise SchemaError(f"feature {name!r} mixes numbers and text in its first batch")
+        feats.append(Feature(str(name), kind))
+    label_type = "int"
+    present = [lab for lab in (labels or []) if lab is not None]
+    if any(isinstance(lab, str) for lab in present):
+        label_type = "str"
+    schema = FeatureSchema(tuple(feats), label_type=label_type)
+    schema.columns(features, records)  # the first batch must pass its own schema
+    return schema
+
+
+def _one_of(features: list | None, records: list | None) -> list:
+    if (features is None) == (records is None):
+        raise SchemaError('give exactly one of "features" (a list of rows) or "records"')
+    rows = features if features is not None else records
+    if not isinstance(rows, list) or not rows:
+        raise SchemaError("no rows: the list is empty")
+    return rows
+
+
+def _checked_matrix(features: list[list[Any]], names: list[str]) -> np.ndarray:
+    width = len(names)
+    for i, row in enumerate(features):
+        if not isinstance(row, list):
+            raise SchemaError(f"features[{i}] must be a list of {width} values")
+        if len(row) != width:
+            raise SchemaError(
+                f"features[{i}] has {len(row)} values, expected {width} ({', '.join(names)})"
+            )
+    try:
+        # The common case (all numbers) in one vectorised step; bools are numbers to numpy.
+        matrix = np.array(features, dtype=np.float64)
+        if any(type(v) is bool for row in features for v in row):
+            raise TypeError("bool")
+        return matrix
+    except (TypeError, ValueError):
+        return np.array(features, dtype=object).reshape(len(features), width)
+
+
+def _records_to_matrix(records: list[dict[str, Any]], names: list[str]) -> np.ndarray:
+    expected = set(names)
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise SchemaError(f"records[{i}] must be an object of feature: value")
+        if rec.keys() != expected:
+            unknown = sorted(set(rec) - expected)
+            missing = [n for n in names if n not in rec]
+            parts = []
+            if unknown:
+                parts.append(f"unknown feature(s) {unknown}")
+            if missing:
+                parts.append(f"missing feature(s) {missing}")
+            raise SchemaError(f"records[{i}]: {'; '.join(parts)}")
+    matrix = np.empty((len(records), len(names)), dtype=object)
+    for j, name in enumerate(names):
+        matrix[:, j] = [rec[name] for rec in records]
+    return matrix
+
+
+def _check_column(column: Any, feat: Feature) -> np.ndarray:
+    if feat.kind == NUMERIC:
+        if isinstance(column, np.ndarray) and column.dtype == np.float64:
+            bad = np.flatnonzero(~np.isfinite(column))
+            if bad.size:
+                raise SchemaError(
+                    f"row {bad[0]}, feature {feat.name!r}: expected a finite number, "
+                    f"got {column[bad[0]]}"
+                )
+            return column
+        for i, v in enumerate(column):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise SchemaError(
+                    f"row {i}, feature {feat.name!r}: expected a finite number, got {v!r}"
+                )
+        return np.asarray(column, dtype=np.float64)
+    for i, v in enumerate(column):
+        if not isinstance(v, str):
+            raise SchemaError(f"row {i}, feature {feat.name!r}: expected text, got {v!r}")
+    return np.asarray(column, dtype=object)

@@ -1,0 +1,106 @@
+"""The one settings object: every knob of driftlab, read from `DRIFTLAB_*` env vars and `.env`.
+
+Nothing happens at import time: paths are derived, not created. Call `get_settings()`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """driftlab configuration. Each field is `DRIFTLAB_<FIELD>` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLAB_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    data_dir: Path = Field(Path("data"), description="Runtime data: lake, mlflow, spool, runs.")
+    catalog_uri: str = Field(
+        "",
+        description="DuckLake catalog: 'sqlite:<path>' (default <data_dir>/lake/catalog.sqlite) "
+        "or 'postgres:dbname=… host=…' for a shared catalog.",
+    )
+    data_path: str = Field("", description="DuckLake data files (default <data_dir>/lake/files/).")
+    mlflow_uri: str = Field(
+        "", description="MLflow tracking + registry URI (default sqlite under <data_dir>/mlflow)."
+    )
+    model_name: str = Field("driftlab-tabular", description="Registered model name served.")
+    api_host: str = Field("127.0.0.1", description="API bind address.")
+    api_port: int = Field(8000, description="API port.")
+    dashboard_port: int = Field(8050, description="Dashboard port.")
+    api_key: str | None = Field(None, description="If set, write endpoints need X-API-Key.")
+
+    uncertainty_low: float = Field(0.4, description="Predictions with confidence above this ...")
+    uncertainty_high: float = Field(0.7, description="... and below this are uncertain.")
+    flush_interval: float = Field(0.5, description="Seconds between prediction-log flushes.")
+    flush_max_rows: int = Field(50_000, description="Rows that force an early flush.")
+    reload_interval: float = Field(2.0, description="Seconds between champion-alias polls.")
+    max_body_bytes: int = Field(64 * 1024 * 1024, description="Largest accepted request body.")
+    max_rows_per_request: int = Field(100_000, description="Largest batch accepted per request.")
+    inlining_row_limit: int = Field(
+        200, description="DuckLake commits up to this many rows stay in the catalog."
+    )
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.catalog_uri:
+            self.catalog_uri = f"sqlite:{self.data_dir / 'lake' / 'catalog.sqlite'}"
+        if not self.data_path:
+            self.data_path = f"{self.data_dir / 'lake' / 'files'}/"
+        if not self.mlflow_uri:
+            self.mlflow_uri = f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+        if self.uncertainty_low >= self.uncertainty_high:
+            raise ValueError("uncertainty_low must be below uncertainty_high")
+        return self
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.data_dir / "mlflow" / "artifacts"
+
+    def process_env(self) -> dict[str, str]:
+        """Variables that make a child process (kernel, worker) open the same store and registry.
+
+        Also switches off telemetry and downloads for MLflow and Ultralytics.
+        """
+        return {
+            "DRIFTLAB_DATA_DIR": str(self.data_dir),
+            "DRIFTLAB_CATALOG_URI": self.catalog_uri,
+            "DRIFTLAB_DATA_PATH": self.data_path,
+            "DRIFTLAB_MLFLOW_URI": self.mlflow_uri,
+            "DRIFTLAB_MODEL_NAME": self.model_name,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+            "YOLO_OFFLINE": "1",
+            "YOLO_AUTOINSTALL": "false",
+        }
+
+    def is_loopback(self) -> bool:
+        return self.api_host in {"127.0.0.1", "localhost", "::1"}
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call `get_settings.cache_clear()`)."""
+    return Settings()

@@ -1,0 +1,165 @@
+"""The DuckLake connection: extensions from pip packages, the attach, retried write transactions.
+
+DuckDB alone lets one process write a database file; DuckLake keeps the catalog in SQLite (or
+PostgreSQL) and the data in Parquet files, so every driftlab process attaches the same lake and
+commits ACID snapshots concurrently. A commit that loses a race is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Error texts of commits that lost a race with another writer; anything else is a real error.
+_RETRYABLE = ("conflict", "locked", "busy", "database is locked", "unique constraint")
+
+
+def extension_file(name: str) -> Path:
+    """The `.duckdb_extension` file shipped in the `duckdb-extension-<name>` pip package."""
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"package duckdb-extension-{name} is not installed")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    path = root / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    if not path.exists():
+        found = sorted(root.glob(f"extensions/*/{name}.duckdb_extension"))
+        raise RuntimeError(
+            f"no {name} extension for duckdb {duckdb.__version__} in {root} (found {found}); "
+            f"pin duckdb-extension-{name} to the duckdb version"
+        )
+    return path
+
+
+def _is_retryable(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in _RETRYABLE)
+
+
+class Lake:
+    """One process's attachment of the lake (`lake.` schema), shared by its threads.
+
+    Args:
+        catalog_uri: `sqlite:<path>` or `postgres:<libpq connection string>`.
+        data_path: where DuckLake writes Parquet files (a folder or an object-store URL).
+        read_only: attach without write access (readers such as the dashboard may use it).
+        inlining_row_limit: commits of up to this many rows are kept inside the catalog, so the
+            many small human writes don't each make a Parquet file.
+    """
+
+    def __init__(
+        self,
+        catalog_uri: str,
+        data_path: str,
+        *,
+        read_only: bool = False,
+        inlining_row_limit: int = 200,
+    ) -> None:
+        self.catalog_uri = catalog_uri
+        self.data_path = data_path
+        self.read_only = read_only
+        self._local = threading.local()
+        self._con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+        backend = catalog_uri.split(":", 1)[0]
+        if backend not in {"sqlite", "postgres"}:
+            raise ValueError(
+                f"catalog_uri must start with sqlite: or postgres:, got {catalog_uri!r}"
+            )
+        for ext in ("ducklake", backend):
+            self._con.execute(f"INSTALL '{extension_file(ext)}'")
+            self._con.execute(f"LOAD {ext}")
+        if backend == "sqlite":
+            Path(catalog_uri.split(":", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        if "://" not in data_path:
+            Path(data_path).mkdir(parents=True, exist_ok=True)
+        options = [f"DATA_PATH '{data_path}'", f"DATA_INLINING_ROW_LIMIT {int(inlining_row_limit)}"]
+        if read_only:
+            options.append("READ_ONLY")
+        # Two processes attaching a brand-new catalog at once race to create it: retry.
+        self._retry(
+            lambda: self._con.execute(
+                f"ATTACH 'ducklake:{catalog_uri}' AS lake ({', '.join(options)})"
+            ),
+            what="attach",
+        )
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (DuckDB connections are not shared across threads)."""
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._local.cur = self._con.cursor()
+        return cur
+
+    def close(self) -> None:
+        self._con.close()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pa.Table:
+        """Run a read and return an Arrow table (each call sees the latest snapshot)."""
+        return self.cursor().execute(sql, params).to_arrow_table()
+
+    def rows(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> list[tuple]:
+        return self.cursor().execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> Any:
+        row = self.cursor().execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def snapshot_id(self) -> int:
+        """The id of the latest committed snapshot: what a reader sees now."""
+        return int(self.scalar("SELECT max(snapshot_id) FROM ducklake_snapshots('lake')"))
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], *, what: str = "write") -> T:
+        """Run `fn` in one short transaction and commit it, retrying if another writer won.
+
+        `fn` must be safe to run again: it is re-run from the start after a lost race.
+        """
+        if self.read_only:
+            raise RuntimeError("this lake is attached read-only")
+        cur = self.cursor()
+
+        def attempt() -> T:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                result = fn(cur)
+                cur.execute("COMMIT")
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # the failed commit already ended the transaction
+                raise
+            return result
+
+        return self._retry(attempt, what=what)
+
+    @staticmethod
+    def _retry(fn: Callable[[], T], *, what: str, attempts: int = 30) -> T:
+        delay = 0.005
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn()
+            except duckdb.Error as exc:
+                if attempt == attempts or not _is_retryable(exc):
+                    raise
+                logger.debug("%s lost a race (attempt %d): %s", what, attempt, exc)
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
+        raise AssertionError("unreachable")

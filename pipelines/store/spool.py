@@ -1,0 +1,263 @@
+"""Durable, batched prediction logging: a local append-only spool in front of the lake.
+
+The API acknowledges a prediction only after its log line is written to the spool file (an
+`os.write` to the page cache: it survives `kill -9` of the process). A background thread moves
+the buffered lines to the lake in one commit every `flush_interval` seconds, then deletes that
+spool segment. At start-up, segments left by a dead process are replayed (rows already in the
+lake are skipped, so a crash between commit and delete duplicates nothing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import itertools
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from pipelines.schema import FeatureSchema
+from pipelines.store.store import Store
+
+logger = logging.getLogger(__name__)
+
+_PREFIX = "predictions-"
+
+
+class PredictionLog:
+    """Buffer + spool + flusher for one process. Thread-safe; `append` is the hot path.
+
+    A chunk is one request's predictions, column-wise: `ids`, `ts` (epoch seconds),
+    `model_name`, `model_version`, `features` ({name: values}), `prediction`, `confidence`,
+    `probabilities`, `latency_ms` (one per row), `uncertain`, optional `image_ref`.
+    """
+
+    def __init__(
+        self, store: Store, spool_dir: Path, *, flush_interval: float = 0.5, max_rows: int = 50_000
+    ) -> None:
+        self.store = store
+        self.spool_dir = Path(spool_dir)
+        self.flush_interval = flush_interval
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._buffer: list[dict[str, Any]] = []
+        self._rows = 0
+        self._pending_ids: set[str] = set()
+        self._seq = itertools.count()
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.flushed_rows = 0
+        self.last_error: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.replay_orphans()
+        with self._lock:
+            self._open_segment()
+        self._thread = threading.Thread(target=self._run, name="prediction-flusher", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Flush what is buffered and stop the flusher."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.flush()
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self._path is not None and self._path.exists() and self._path.stat().st_size == 0:
+                self._path.unlink()
+
+    # -- hot path ------------------------------------------------------------------------------
+
+    def append(self, chunk: dict[str, Any]) -> None:
+        """Make a chunk durable (spool) and queue it for the lake. Returns once it is safe."""
+        line = orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        with self._lock:
+            if self._fd is None:
+                raise RuntimeError("prediction log is not started")
+            os.write(self._fd, line)
+            self._buffer.append(chunk)
+            self._pending_ids.update(chunk["ids"])
+            self._rows += len(chunk["ids"])
+            full = self._rows >= self.max_rows
+        if full:
+            self._wake.set()
+
+    def is_pending(self, prediction_id: str) -> bool:
+        """True while a prediction is acknowledged but not yet in the lake."""
+        with self._lock:
+            return prediction_id in self._pending_ids
+
+    # -- flushing ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # keep serving; the spool still holds every row
+                self.last_error = str(exc)
+                logger.exception("flushing predictions failed; will retry")
+
+    def flush(self) -> int:
+        """Write everything buffered to the lake in one commit; returns the rows written."""
+        with self._flush_lock:
+            with self._lock:
+                if not self._buffer:
+                    return 0
+                chunks, self._buffer, self._rows = self._buffer, [], 0
+                done_path = self._path
+                self._open_segment()  # new appends go to a fresh segment
+            try:
+                self.store.append_predictions(chunks_to_table(chunks, self._schema()))
+            except Exception:
+                with self._lock:  # put them back in front; their segment stays on disk
+                    self._buffer[:0] = chunks
+                    self._rows += sum(len(c["ids"]) for c in chunks)
+                raise
+            if done_path is not None:
+                done_path.unlink(missing_ok=True)
+            n = sum(len(c["ids"]) for c in chunks)
+            with self._lock:
+                for c in chunks:
+                    self._pending_ids.difference_update(c["ids"])
+            self.flushed_rows += n
+            self.last_error = None
+            return n
+
+    def _schema(self) -> FeatureSchema:
+        schema = self.store.dataset_schema()
+        if schema is None:
+            raise RuntimeError("predictions logged before the dataset schema exists")
+        return schema
+
+    def _open_segment(self) -> None:
+        """Start a new spool file, held under an exclusive lock while this process lives."""
+        old_fd = self._fd
+        path = (
+            self.spool_dir
+            / f"{_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{next(self._seq)}.ndjson"
+        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._fd, self._path = fd, path
+        if old_fd is not None:
+            os.close(old_fd)  # its lock goes with it; the file is deleted after its commit
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def replay_orphans(self) -> int:
+        """Move spool segments of dead processes into the lake; returns rows recovered."""
+        recovered = 0
+        for path in sorted(self.spool_dir.glob(f"{_PREFIX}*.ndjson")):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live process owns it
+                chunks = _read_chunks(path)
+                ids = [i for c in chunks for i in c["ids"]]
+                if ids:
+                    present = self.store.existing_prediction_ids(ids)
+                    chunks = [_without(c, present) for c in chunks]
+                    chunks = [c for c in chunks if c["ids"]]
+                if chunks:
+                    self.store.append_predictions(chunks_to_table(chunks, self._schema()))
+                    recovered += sum(len(c["ids"]) for c in chunks)
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        if recovered:
+            logger.info("replayed %d acknowledged predictions from the spool", recovered)
+        return recovered
+
+
+def _read_chunks(path: Path) -> list[dict[str, Any]]:
+    chunks = []
+    for line in path.read_bytes().splitlines():
+        try:
+            chunks.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            # Only a write cut by the crash can be torn, and it was never acknowledged.
+            logger.warning("skipping a torn line in %s", path.name)
+    return chunks
+
+
+def _without(chunk: dict[str, Any], present: set[str]) -> dict[str, Any]:
+    keep = [i for i, pid in enumerate(chunk["ids"]) if pid not in present]
+    if len(keep) == len(chunk["ids"]):
+        return chunk
+    out = dict(chunk)
+    for key in ("ids", "prediction", "confidence", "probabilities", "latency_ms", "uncertain"):
+        out[key] = [chunk[key][i] for i in keep]
+    out["features"] = {k: [v[i] for i in keep] for k, v in chunk["features"].items()}
+    return out
+
+
+def chunks_to_table(chunks: list[dict[str, Any]], schema: FeatureSchema) -> pa.Table:
+    """Concatenate column-wise chunks into one Arrow table shaped like `lake.predictions`."""
+    cols: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "prediction_id",
+            "ts",
+            "model_name",
+            "model_version",
+            "prediction",
+            "confidence",
+            "probabilities",
+            "latency_ms",
+            "uncertain",
+            "image_ref",
+        )
+    }
+    feats: dict[str, list[Any]] = {name: [] for name in schema.names}
+    for c in chunks:
+        n = len(c["ids"])
+        cols["prediction_id"].extend(c["ids"])
+        cols["ts"].extend([dt.datetime.fromtimestamp(c["ts"], dt.UTC)] * n)
+        cols["model_name"].extend([c["model_name"]] * n)
+        cols["model_version"].extend([c["model_version"]] * n)
+        cols["prediction"].extend(c["prediction"])
+        cols["confidence"].extend(c["confidence"])
+        cols["probabilities"].extend(c["probabilities"])
+        cols["latency_ms"].extend(c["latency_ms"])
+        cols["uncertain"].extend(c["uncertain"])
+        cols["image_ref"].extend(c.get("image_ref") or [None] * n)
+        for name in schema.names:
+            feats[name].extend(c["features"][name])
+    return pa.table(
+        {
+            "prediction_id": pa.array(cols["prediction_id"], pa.string()),
+            "ts": pa.array(cols["ts"], pa.timestamp("us", tz="UTC")),
+            "model_name": pa.array(cols["model_name"], pa.string()),
+            "model_version": pa.array(cols["model_version"], pa.string()),
+            "prediction": pa.array(cols["prediction"], pa.string()),
+            "confidence": pa.array(cols["confidence"], pa.float64()),
+            "probabilities": pa.array(cols["probabilities"], pa.list_(pa.float64())),
+            "latency_ms": pa.array(cols["latency_ms"], pa.float64()),
+            "uncertain": pa.array(cols["uncertain"], pa.bool_()),
+            "image_ref": pa.array(cols["image_ref"], pa.string()),
+            "features": schema.to_arrow(feats),
+        }
+    )

@@ -1,0 +1,394 @@
+"""The store: every read and write driftlab makes to the lake, as plain functions of a `Store`.
+
+Each write is one short transaction (a batch of rows, one commit) so that the API, the worker,
+the dashboard and notebooks can all write at once; reads return Arrow tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from pipelines.schema import FeatureSchema, SchemaError
+from pipelines.settings import Settings
+from pipelines.store.lake import Lake
+from pipelines.store.tables import FEATURE_TABLES, TABLES
+
+logger = logging.getLogger(__name__)
+
+DATASET = "default"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class LabeledRows:
+    """Rows with labels at one snapshot: what a model is trained on."""
+
+    snapshot_id: int
+    record_ids: list[str]
+    columns: dict[str, np.ndarray]
+    labels: list[str]
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.record_ids)
+
+
+class Store:
+    """driftlab's tables in one DuckLake, opened by any number of processes at once."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self._schema: FeatureSchema | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, *, read_only: bool = False) -> Store:
+        lake = Lake(
+            settings.catalog_uri,
+            settings.data_path,
+            read_only=read_only,
+            inlining_row_limit=settings.inlining_row_limit,
+        )
+        store = cls(lake)
+        if not read_only:
+            store.init()
+        return store
+
+    def close(self) -> None:
+        self.lake.close()
+
+    def init(self) -> None:
+        """Create the tables that don't exist yet (safe to run from many processes at once)."""
+        existing = self._existing_tables()
+        missing = [name for name in TABLES if name not in existing]
+        if not missing:
+            return
+
+        def create(cur: duckdb.DuckDBPyConnection) -> None:
+            for name in missing:
+                cur.execute(f"CREATE TABLE IF NOT EXISTS lake.{name} ({TABLES[name]})")
+
+        self.lake.write(create, what="create tables")
+
+    def _existing_tables(self) -> set[str]:
+        rows = self.lake.rows("SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'")
+        return {r[0] for r in rows}
+
+    def snapshot_id(self) -> int:
+        return self.lake.snapshot_id()
+
+    # -- dataset schema ------------------------------------------------------------------------
+
+    def dataset_schema(self) -> FeatureSchema | None:
+        """The schema fixed by the first batch (it never changes afterwards, so it is cached)."""
+        if self._schema is None:
+            text = self.lake.scalar(
+                "SELECT schema_json FROM lake.datasets WHERE name = ? ORDER BY created_at LIMIT 1",
+                [DATASET],
+            )
+            if text is not None:
+                self._schema = FeatureSchema.from_dict(json.loads(text))
+        return self._schema
+
+    def fix_dataset_schema(self, schema: FeatureSchema) -> FeatureSchema:
+        """Record `schema` as the dataset's unless another process got there first.
+
+        Returns the schema in force, which the caller validates its batch against.
+        """
+        struct = ", ".join(
+            f'"{f.name}" {"DOUBLE" if f.kind == "numeric" else "VARCHAR"}' for f in schema.features
+        )
+
+        def fix(cur: duckdb.DuckDBPyConnection) -> str:
+            row = cur.execute(
+                "SELECT schema_json FROM lake.datasets WHERE name = ? LIMIT 1", [DATASET]
+            ).fetchone()
+            if row is not None:
+                return str(row[0])
+            text = json.dumps(schema.to_dict())
+            cur.execute("INSERT INTO lake.datasets VALUES (?, ?, ?)", [DATASET, text, utcnow()])
+            for table in FEATURE_TABLES:
+                cur.execute(f"ALTER TABLE lake.{table} ADD COLUMN features STRUCT({struct})")
+            return text
+
+        self._schema = FeatureSchema.from_dict(json.loads(self.lake.write(fix, what="fix schema")))
+        return self._schema
+
+    # -- ingestion -----------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        schema: FeatureSchema,
+        columns: dict[str, np.ndarray],
+        labels: Sequence[str | None] | None,
+        *,
+        batch_id: str | None = None,
+        source: str = "api",
+    ) -> tuple[str, int]:
+        """Append one batch of rows in one commit; returns (batch_id, snapshot id)."""
+        n = len(next(iter(columns.values())))
+        if labels is not None and len(labels) != n:
+            raise SchemaError(f"{len(labels)} labels for {n} rows")
+        batch_id = batch_id or new_id()
+        table = pa.table(
+            {
+                "record_id": [f"{batch_id}:{i}" for i in range(n)],
+                "batch_id": pa.array([batch_id] * n, pa.string()),
+                "label": pa.array(list(labels) if labels is not None else [None] * n, pa.string()),
+                "source": pa.array([source] * n, pa.string()),
+                "ingested_at": pa.array([utcnow()] * n, pa.timestamp("us", tz="UTC")),
+                "features": schema.to_arrow(columns),
+            }
+        )
+        self._insert("ingested_rows", table)
+        return batch_id, self.snapshot_id()
+
+    def _insert(self, name: str, table: pa.Table) -> None:
+        def insert(cur: duckdb.DuckDBPyConnection) -> None:
+            cur.register("_rows", table)
+            try:
+                cur.execute(f"INSERT INTO lake.{name} BY NAME SELECT * FROM _rows")
+            finally:
+                cur.unregister("_rows")
+
+        self.lake.write(insert, what=f"insert {name}")
+
+    def labeled_rows(self, snapshot_id: int | None = None) -> LabeledRows:
+        """Every labeled row at a snapshot: ingested labels plus human labels on predictions."""
+        schema = self.dataset_schema()
+        if schema is None:
+            raise SchemaError("the store holds no data yet: ingest a labeled batch first")
+        snap = self.snapshot_id() if snapshot_id is None else int(snapshot_id)
+        at = f"AT (VERSION => {snap})"
+        table = self.lake.query(
+            f"""
+            SELECT record_id, label, source, features FROM lake.ingested_rows {at}
+            WHERE label IS NOT NULL
+            UNION ALL
+            SELECT p.prediction_id, f.label, 'feedback:' || f.source, p.features
+            FROM (
+                SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source
+                FROM lake.feedback {at} WHERE label IS NOT NULL GROUP BY prediction_id
+            ) f JOIN lake.predictions AS p {at} USING (prediction_id)
+            ORDER BY record_id
+            """
+        )
+        feats = table.column("features").combine_chunks()
+        columns = {name: _to_numpy(feats.field(i)) for i, name in enumerate(schema.names)}
+        return LabeledRows(
+            snapshot_id=snap,
+            record_ids=table.column("record_id").to_pylist(),
+            columns=columns,
+            labels=table.column("label").to_pylist(),
+            sources=table.column("source").to_pylist(),
+        )
+
+    def count_rows(self) -> dict[str, int]:
+        """Row counts of every table (for /health and the dashboard)."""
+        parts = " UNION ALL ".join(f"SELECT '{name}', count(*) FROM lake.{name}" for name in TABLES)
+        return {name: int(n) for name, n in self.lake.rows(parts)}
+
+    # -- predictions ---------------------------------------------------------------------------
+
+    def append_predictions(self, table: pa.Table) -> None:
+        """One commit for a whole flushed buffer of predictions."""
+        self._insert("predictions", table)
+
+    def existing_prediction_ids(self, ids: Iterable[str]) -> set[str]:
+        wanted = pa.table({"prediction_id": pa.array(list(ids), pa.string())})
+        cur = self.lake.cursor()
+        cur.register("_ids", wanted)
+        try:
+            rows = cur.execute(
+                "SELECT prediction_id FROM lake.predictions SEMI JOIN _ids USING (prediction_id)"
+            ).fetchall()
+        finally:
+            cur.unregister("_ids")
+        return {r[0] for r in rows}
+
+    def prediction(self, prediction_id: str) -> dict[str, Any] | None:
+        table = self.lake.query(
+            "SELECT * FROM lake.predictions WHERE prediction_id = ? LIMIT 1", [prediction_id]
+        )
+        return table.to_pylist()[0] if table.num_rows else None
+
+    def inspection_logs(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        model_version: str | None = None,
+        prediction: str | None = None,
+        uncertain: bool | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Recent predictions, newest first, filtered and paged in DuckDB."""
+        where, params = ["TRUE"], []
+        for clause, value in (
+            ("model_version = ?", model_version),
+            ("prediction = ?", prediction),
+            ("uncertain = ?", uncertain),
+            ("ts >= ?", since),
+            ("ts < ?", until),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        cond = " AND ".join(where)
+        total = int(self.lake.scalar(f"SELECT count(*) FROM lake.predictions WHERE {cond}", params))
+        table = self.lake.query(
+            f"""SELECT * FROM lake.predictions WHERE {cond}
+                ORDER BY ts DESC, prediction_id LIMIT ? OFFSET ?""",
+            [*params, int(limit), int(offset)],
+        )
+        return total, table.to_pylist()
+
+    def prediction_stats(self, since: dt.datetime | None = None) -> dict[str, Any]:
+        """Counts and latency percentiles of logged predictions."""
+        row = self.lake.rows(
+            """SELECT count(*), count(*) FILTER (uncertain),
+                      quantile_cont(latency_ms, [0.5, 0.95, 0.99]), max(ts)
+               FROM lake.predictions WHERE ts >= coalesce(?, TIMESTAMPTZ '1970-01-01')""",
+            [since],
+        )[0]
+        q = row[2] or [None, None, None]
+        return {
+            "predictions": int(row[0]),
+            "uncertain": int(row[1]),
+            "latency_ms": {"p50": q[0], "p95": q[1], "p99": q[2]},
+            "last_prediction_at": row[3],
+        }
+
+    # -- feedback ------------------------------------------------------------------------------
+
+    def add_feedback(
+        self,
+        prediction_id: str,
+        *,
+        label: str | None,
+        correct: bool | None,
+        source: str = "api",
+        who: str | None = None,
+        model_version: str | None = None,
+    ) -> str:
+        feedback_id = new_id()
+        table = pa.table(
+            {
+                "feedback_id": [feedback_id],
+                "prediction_id": [prediction_id],
+                "label": pa.array([label], pa.string()),
+                "correct": pa.array([correct], pa.bool_()),
+                "source": [source],
+                "who": pa.array([who], pa.string()),
+                "model_version": pa.array([model_version], pa.string()),
+                "ts": pa.array([utcnow()], pa.timestamp("us", tz="UTC")),
+            }
+        )
+        self._insert("feedback", table)
+        return feedback_id
+
+    def feedback_accuracy(self, model_version: str | None = None) -> dict[str, Any]:
+        """Live accuracy of served predictions from the feedback that came back."""
+        row = self.lake.rows(
+            """
+            WITH last AS (
+                SELECT prediction_id, arg_max(label, ts) AS label, arg_max(correct, ts) AS correct
+                FROM lake.feedback GROUP BY prediction_id
+            )
+            SELECT count(*),
+                   count(*) FILTER (coalesce(l.correct, l.label = p.prediction))
+            FROM last l JOIN lake.predictions p USING (prediction_id)
+            WHERE (l.correct IS NOT NULL OR l.label IS NOT NULL)
+              AND (? IS NULL OR p.model_version = ?)
+            """,
+            [model_version, model_version],
+        )[0]
+        n, right = int(row[0]), int(row[1])
+        return {"n": n, "accuracy": right / n if n else None}
+
+    # -- models --------------------------------------------------------------------------------
+
+    def add_model_event(
+        self,
+        model_name: str,
+        event: str,
+        from_version: str | None,
+        to_version: str | None,
+        *,
+        who: str,
+        why: str,
+    ) -> None:
+        table = pa.table(
+            {
+                "event_id": [new_id()],
+                "ts": pa.array([utcnow()], pa.timestamp("us", tz="UTC")),
+                "model_name": [model_name],
+                "event": [event],
+                "from_version": pa.array([from_version], pa.string()),
+                "to_version": pa.array([to_version], pa.string()),
+                "who": [who],
+                "why": [why],
+            }
+        )
+        self._insert("model_events", table)
+
+    def model_events(self, model_name: str, limit: int = 100) -> list[dict[str, Any]]:
+        return self.lake.query(
+            "SELECT * FROM lake.model_events WHERE model_name = ? ORDER BY ts DESC LIMIT ?",
+            [model_name, limit],
+        ).to_pylist()
+
+    # -- upkeep --------------------------------------------------------------------------------
+
+    def compact(self, keep_snapshots: Iterable[int] = (), older_than_hours: float = 24.0) -> dict:
+        """Merge small files and expire old snapshots, never one in `keep_snapshots`.
+
+        Snapshots that a registered model was trained on must be passed in `keep_snapshots`:
+        they stay readable with `AT (VERSION => n)` (their files are kept).
+        """
+        keep = {int(s) for s in keep_snapshots}
+        cutoff = utcnow() - dt.timedelta(hours=older_than_hours)
+        before = self.lake.rows("SELECT count(*) FROM ducklake_snapshots('lake')")[0][0]
+        latest = self.snapshot_id()
+        expire = [
+            int(sid)
+            for (sid,) in self.lake.rows(
+                "SELECT snapshot_id FROM ducklake_snapshots('lake') WHERE snapshot_time < ?",
+                [cutoff],
+            )
+            if int(sid) not in keep and int(sid) != latest
+        ]
+        cur = self.lake.cursor()
+        cur.execute("CALL ducklake_merge_adjacent_files('lake')")
+        if expire:
+            cur.execute("CALL ducklake_expire_snapshots('lake', versions => ?)", [expire])
+        cur.execute("CALL ducklake_cleanup_old_files('lake', cleanup_all => true)")
+        after = self.lake.rows("SELECT count(*) FROM ducklake_snapshots('lake')")[0][0]
+        return {
+            "snapshots_before": int(before),
+            "snapshots_after": int(after),
+            "kept": sorted(keep),
+        }
+
+
+def _to_numpy(array: pa.Array) -> np.ndarray:
+    if pa.types.is_floating(array.type):
+        return array.to_numpy(zero_copy_only=False)
+    return np.asarray(array.to_pylist(), dtype=object)
