@@ -1,4 +1,8 @@
-"""FastAPI dependencies as `Annotated` aliases; tests swap them with `app.dependency_overrides`."""
+"""FastAPI dependencies as `Annotated` aliases; tests swap them with `app.dependency_overrides`.
+
+They are `async def` although none awaits: FastAPI runs a plain `def` dependency in the threadpool,
+and three such hops per request cost more than the whole prediction.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +18,19 @@ from pipelines.settings import Settings
 from pipelines.store import Store
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     return request.app.state.driftlab
 
 
-def get_settings_dep(state: Annotated[AppState, Depends(get_state)]) -> Settings:
+async def get_settings_dep(state: Annotated[AppState, Depends(get_state)]) -> Settings:
     return state.settings
 
 
-def get_store(state: Annotated[AppState, Depends(get_state)]) -> Store:
+async def get_store(state: Annotated[AppState, Depends(get_state)]) -> Store:
     return state.store
 
 
-def get_model(state: Annotated[AppState, Depends(get_state)]) -> ServingModel:
+async def get_model(state: Annotated[AppState, Depends(get_state)]) -> ServingModel:
     model = state.models.model
     if model is None:
         raise HTTPException(
@@ -37,7 +41,7 @@ def get_model(state: Annotated[AppState, Depends(get_state)]) -> ServingModel:
     return model
 
 
-def require_api_key(
+async def require_api_key(
     state: Annotated[AppState, Depends(get_state)],
     x_api_key: Annotated[str | None, Header()] = None,
 ) -> None:

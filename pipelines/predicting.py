@@ -36,14 +36,18 @@ def predict(
 ) -> dict[str, Any]:
     """Predict a payload and log every row durably before returning the answer."""
     started = time.perf_counter()
-    columns = model.schema.columns(features, records, max_rows=max_rows)
-    index, proba = model.predict(model.schema.encode(columns))
+    schema = model.schema
+    columns = schema.columns(features, records, max_rows=max_rows)
+    index, proba = model.predict(schema.encode(columns))
     classes = model.classes
     if not classes:
         raise SchemaError("the serving model has no classes")
+    # Plain lists from here on: the log line and the answer share them (one conversion each).
     labels = [classes[i] for i in index.tolist()]
-    confidence = proba[np.arange(len(index)), index]
-    uncertain = band.uncertain(confidence)
+    confidence = proba.max(axis=1)  # the probability of the argmax class
+    uncertain = band.uncertain(confidence).tolist()
+    confidence_list = confidence.tolist()
+    proba_list = proba.tolist()
     latency_ms = (time.perf_counter() - started) * 1000.0
     n = len(labels)
     base = os.urandom(12).hex()
@@ -56,18 +60,18 @@ def predict(
             "model_version": model.version,
             "features": {k: v.tolist() for k, v in columns.items()},
             "prediction": [str(v) for v in labels],
-            "confidence": confidence,
-            "probabilities": proba,
+            "confidence": confidence_list,
+            "probabilities": proba_list,
             "latency_ms": [latency_ms] * n,
             "uncertain": uncertain,
         }
     )
     return {
         "predictions": labels,
-        "probabilities": confidence.tolist(),
-        "class_probabilities": proba.tolist(),
+        "probabilities": confidence_list,
+        "class_probabilities": proba_list,
         "classes": list(classes),
         "prediction_ids": ids,
         "model_version": model.version,
-        "uncertain": uncertain.tolist(),
+        "uncertain": uncertain,
     }

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -116,28 +118,39 @@ class FeatureSchema:
         rows = _one_of(features, records)
         if max_rows is not None and len(rows) > max_rows:
             raise SchemaError(f"{len(rows)} rows in one request; the limit is {max_rows}")
-        names = self.names
+        names = self._names
         if features is not None:
-            matrix = _checked_matrix(features, names)
+            raw = _feature_columns(features, names)
         else:
-            matrix = _records_to_matrix(records or [], names)
-        out: dict[str, np.ndarray] = {}
-        for j, feat in enumerate(self.features):
-            column = matrix[:, j] if matrix.dtype != object else [row[j] for row in matrix]
-            out[feat.name] = _check_column(column, feat)
-        return out
+            raw = _record_columns(records or [], names)
+        checked = zip(self.features, raw, strict=True)
+        return {feat.name: _check_column(col, feat) for feat, col in checked}
+
+    @cached_property
+    def _names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @cached_property
+    def _lookups(self) -> dict[str, dict[str, int]]:
+        """Per categorical feature, category -> index (built once per schema, not per call)."""
+        return {
+            f.name: {c: i for i, c in enumerate(f.categories)}
+            for f in self.features
+            if f.kind != NUMERIC
+        }
 
     def encode(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """The float32 matrix a model sees: categories become their index (-1 if unseen)."""
         n = len(next(iter(columns.values())))
         x = np.empty((n, len(self.features)), dtype=np.float32)
+        lookups = self._lookups
         for j, feat in enumerate(self.features):
             col = columns[feat.name]
             if feat.kind == NUMERIC:
                 x[:, j] = col
             else:
-                lookup = {c: i for i, c in enumerate(feat.categories)}
-                x[:, j] = [lookup.get(v, -1) for v in col]
+                get = lookups[feat.name].get
+                x[:, j] = [get(v, -1) for v in col]
         return x
 
     def to_arrow(self, columns: dict[str, np.ndarray]) -> pa.StructArray:
@@ -145,7 +158,7 @@ class FeatureSchema:
             pa.array(columns[f.name], type=pa.float64() if f.kind == NUMERIC else pa.string())
             for f in self.features
         ]
-        return pa.StructArray.from_arrays(arrays, names=self.names)
+        return pa.StructArray.from_arrays(arrays, names=self._names)
 
 
 def infer_schema(
@@ -213,9 +226,11 @@ def _checked_matrix(features: list[list[Any]], names: list[str]) -> np.ndarray:
         return np.array(features, dtype=object).reshape(len(features), width)
 
 
-def _records_to_matrix(records: list[dict[str, Any]], names: list[str]) -> np.ndarray:
+def _records_to_matrix(
+    records: list[dict[str, Any]], names: list[str], offset: int = 0
+) -> np.ndarray:
     expected = set(names)
-    for i, rec in enumerate(records):
+    for i, rec in enumerate(records, start=offset):
         if not isinstance(rec, dict):
             raise SchemaError(f"records[{i}] must be an object of feature: value")
         if rec.keys() != expected:
@@ -233,6 +248,47 @@ def _records_to_matrix(records: list[dict[str, Any]], names: list[str]) -> np.nd
     return matrix
 
 
+def _feature_columns(features: list[list[Any]], names: list[str]) -> list[Any]:
+    """`features` rows as one sequence per feature (rows checked as `_checked_matrix` does)."""
+    matrix = _checked_matrix_or_none(features, names)
+    if matrix is not None:
+        return list(matrix.T)
+    return list(zip(*features, strict=True))
+
+
+def _checked_matrix_or_none(features: list[list[Any]], names: list[str]) -> np.ndarray | None:
+    """The all-numbers float64 matrix, or None when some value is not a number (or a bool)."""
+    width = len(names)
+    for i, row in enumerate(features):
+        if not isinstance(row, list):
+            raise SchemaError(f"features[{i}] must be a list of {width} values")
+        if len(row) != width:
+            raise SchemaError(
+                f"features[{i}] has {len(row)} values, expected {width} ({', '.join(names)})"
+            )
+    try:
+        matrix = np.array(features, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if any(type(v) is bool for row in features for v in row):
+        return None
+    return matrix
+
+
+def _record_columns(records: list[dict[str, Any]], names: list[str]) -> list[Any]:
+    """`records` as one sequence per feature, after the same checks as `_records_to_matrix`."""
+    expected = set(names)
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or rec.keys() != expected:
+            _records_to_matrix(records[i : i + 1], names, offset=i)  # raises the message
+    if len(names) == 1:
+        return [[rec[names[0]] for rec in records]]
+    return list(zip(*map(itemgetter(*names), records), strict=True))
+
+
+_NUMBER_TYPES = frozenset((int, float))
+
+
 def _check_column(column: Any, feat: Feature) -> np.ndarray:
     if feat.kind == NUMERIC:
         if isinstance(column, np.ndarray) and column.dtype == np.float64:
@@ -243,13 +299,23 @@ def _check_column(column: Any, feat: Feature) -> np.ndarray:
                     f"got {column[bad[0]]}"
                 )
             return column
+        if set(map(type, column)) <= _NUMBER_TYPES:  # plain JSON numbers: check them at once
+            try:
+                values = np.array(column, dtype=np.float64)
+            except OverflowError:
+                values = None  # an int too large for a float: the loop below says which
+            if values is not None and np.isfinite(values).all():
+                return values
         for i, v in enumerate(column):
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise SchemaError(
                     f"row {i}, feature {feat.name!r}: expected a finite number, got {v!r}"
                 )
         return np.asarray(column, dtype=np.float64)
-    for i, v in enumerate(column):
-        if not isinstance(v, str):
-            raise SchemaError(f"row {i}, feature {feat.name!r}: expected text, got {v!r}")
-    return np.asarray(column, dtype=object)
+    if set(map(type, column)) != {str}:
+        for i, v in enumerate(column):
+            if not isinstance(v, str):
+                raise SchemaError(f"row {i}, feature {feat.name!r}: expected text, got {v!r}")
+    out = np.empty(len(column), dtype=object)
+    out[:] = column
+    return out

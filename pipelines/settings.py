@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         200, description="DuckLake commits up to this many rows stay in the catalog."
     )
 
+    # The default data path moves with the data dir (a copied or moved data dir keeps working).
+    _data_path_follows_data_dir: bool = PrivateAttr(default=False)
+
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
@@ -53,6 +56,7 @@ class Settings(BaseSettings):
             self.catalog_uri = f"sqlite:{self.data_dir / 'lake' / 'catalog.sqlite'}"
         if not self.data_path:
             self.data_path = f"{self.data_dir / 'lake' / 'files'}/"
+            self._data_path_follows_data_dir = True
         if not self.mlflow_uri:
             self.mlflow_uri = f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
         if self.uncertainty_low >= self.uncertainty_high:
@@ -79,6 +83,10 @@ class Settings(BaseSettings):
     def mlflow_artifacts_dir(self) -> Path:
         return self.data_dir / "mlflow" / "artifacts"
 
+    @property
+    def data_path_follows_data_dir(self) -> bool:
+        return self._data_path_follows_data_dir
+
     def process_env(self) -> dict[str, str]:
         """Variables that make a child process (kernel, worker) open the same store and registry.
 
@@ -87,7 +95,6 @@ class Settings(BaseSettings):
         return {
             "DRIFTLAB_DATA_DIR": str(self.data_dir),
             "DRIFTLAB_CATALOG_URI": self.catalog_uri,
-            "DRIFTLAB_DATA_PATH": self.data_path,
             "DRIFTLAB_MLFLOW_URI": self.mlflow_uri,
             "DRIFTLAB_MODEL_NAME": self.model_name,
             "MLFLOW_DISABLE_TELEMETRY": "true",

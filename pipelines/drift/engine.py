@@ -102,7 +102,10 @@ class DriftPolicy:
             raise ValueError("min_samples must be at least 1")
         get_test(self.numeric_test, "numeric")
         get_test(self.categorical_test, "categorical")
-        effects = (("numeric", self.numeric_effect), ("categorical", self.categorical_effect))
+        effects: tuple[tuple[Kind, str | None], ...] = (
+            ("numeric", self.numeric_effect),
+            ("categorical", self.categorical_effect),
+        )
         for kind, name in effects:
             if name is not None and get_test(name, kind).has_p_value:
                 raise ValueError(f"effect size {name!r} must be a distance, not a p-value test")

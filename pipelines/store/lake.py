@@ -7,12 +7,16 @@ commits ACID snapshots concurrently. A commit that loses a race is retried with 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import logging
+import os
 import random
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +47,13 @@ def extension_file(name: str) -> Path:
     return path
 
 
+def _use_wal(catalog: Path) -> None:
+    """Put a SQLite catalog in WAL mode (persistent), so readers never wait for a commit."""
+    with contextlib.closing(sqlite3.connect(catalog, timeout=30)) as db:
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+
+
 def _is_retryable(exc: Exception) -> bool:
     text = str(exc).lower()
     return any(marker in text for marker in _RETRYABLE)
@@ -57,6 +68,8 @@ class Lake:
         read_only: attach without write access (readers such as the dashboard may use it).
         inlining_row_limit: commits of up to this many rows are kept inside the catalog, so the
             many small human writes don't each make a Parquet file.
+        override_data_path: use `data_path` even if the catalog recorded another one (the
+            embedded default, whose files move with the data dir).
     """
 
     def __init__(
@@ -66,12 +79,19 @@ class Lake:
         *,
         read_only: bool = False,
         inlining_row_limit: int = 200,
+        override_data_path: bool = False,
+        busy_timeout_ms: int = 10_000,
     ) -> None:
         self.catalog_uri = catalog_uri
         self.data_path = data_path
         self.read_only = read_only
         self._local = threading.local()
         self._con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+        self._con.execute("SET enable_progress_bar = false")  # it would print on long queries
+        # DuckLake's own commit retry (on snapshot conflicts): many quick tries, not 10 slow ones.
+        self._con.execute("SET ducklake_max_retry_count = 200")
+        self._con.execute("SET ducklake_retry_wait_ms = 10")
+        self._con.execute("SET ducklake_retry_backoff = 1.2")
         backend = catalog_uri.split(":", 1)[0]
         if backend not in {"sqlite", "postgres"}:
             raise ValueError(
@@ -80,13 +100,25 @@ class Lake:
         for ext in ("ducklake", backend):
             self._con.execute(f"INSTALL '{extension_file(ext)}'")
             self._con.execute(f"LOAD {ext}")
+        # A SQLite catalog is one file on one machine: writers of all processes take turns on
+        # an OS file lock (queued in the kernel) rather than polling SQLite's busy lock, which
+        # under load lets one process starve for seconds. A PostgreSQL catalog needs no help.
+        self._write_lock_path: Path | None = None
         if backend == "sqlite":
-            Path(catalog_uri.split(":", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+            catalog = Path(catalog_uri.split(":", 1)[1])
+            catalog.parent.mkdir(parents=True, exist_ok=True)
+            self._write_lock_path = catalog.with_name(catalog.name + ".writelock")
+            _use_wal(catalog)
         if "://" not in data_path:
             Path(data_path).mkdir(parents=True, exist_ok=True)
         options = [f"DATA_PATH '{data_path}'", f"DATA_INLINING_ROW_LIMIT {int(inlining_row_limit)}"]
+        if backend == "sqlite":
+            # Wait for a busy catalog instead of failing at once (SQLite locks the whole file).
+            options.append(f"META_BUSY_TIMEOUT {int(busy_timeout_ms)}")
         if read_only:
             options.append("READ_ONLY")
+        if override_data_path:
+            options.append("OVERRIDE_DATA_PATH TRUE")
         # Two processes attaching a brand-new catalog at once race to create it: retry.
         self._retry(
             lambda: self._con.execute(
@@ -111,13 +143,13 @@ class Lake:
 
     def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pa.Table:
         """Run a read and return an Arrow table (each call sees the latest snapshot)."""
-        return self.cursor().execute(sql, params).to_arrow_table()
+        return self._retry(lambda: self.cursor().execute(sql, params).to_arrow_table(), what="read")
 
     def rows(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> list[tuple]:
-        return self.cursor().execute(sql, params).fetchall()
+        return self._retry(lambda: self.cursor().execute(sql, params).fetchall(), what="read")
 
     def scalar(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> Any:
-        row = self.cursor().execute(sql, params).fetchone()
+        row = self._retry(lambda: self.cursor().execute(sql, params).fetchone(), what="read")
         return None if row is None else row[0]
 
     def snapshot_id(self) -> int:
@@ -136,6 +168,10 @@ class Lake:
         cur = self.cursor()
 
         def attempt() -> T:
+            with self._machine_write_lock():
+                return transaction()
+
+        def transaction() -> T:
             cur.execute("BEGIN TRANSACTION")
             try:
                 result = fn(cur)
@@ -149,6 +185,18 @@ class Lake:
             return result
 
         return self._retry(attempt, what=what)
+
+    @contextlib.contextmanager
+    def _machine_write_lock(self) -> Iterator[None]:
+        if self._write_lock_path is None:
+            yield
+            return
+        fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     @staticmethod
     def _retry(fn: Callable[[], T], *, what: str, attempts: int = 30) -> T:

@@ -64,6 +64,7 @@ class Store:
             settings.data_path,
             read_only=read_only,
             inlining_row_limit=settings.inlining_row_limit,
+            override_data_path=settings.data_path_follows_data_dir,
         )
         store = cls(lake)
         if not read_only:

@@ -1,0 +1,384 @@
+"""Serving speed: driftlab's `/predict` against a trivial endpoint (the ceiling) and a naive
+scikit-learn server (the baseline), all on 127.0.0.1 in one run, plus batch throughput.
+
+    python -m benchmarks --only serving [--quick]
+
+Each server is a subprocess with its own environment, started, waited for (/health) and killed in
+turn, so only one serves at a time; `wrk` (-t2 -c32, after a short warm-up) measures requests/s and
+latency percentiles with single-row bodies cycling over real demo rows. driftlab runs as
+`driftlab api` on a fresh data dir where `driftlab train` trained and promoted the demo forest, with
+prediction logging on. Batch figures come from a plain httpx client, median of several requests.
+
+Targets (issue "serving speed"): driftlab >= 25x the naive server and >= 50% of the ceiling in
+requests/s, p99 <= 20 ms at 32 connections; batch /predict and /ingest/batch >= 200k rows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS, THREADS = 32, 2
+BATCH_ROWS = 10_000
+TARGET_VS_NAIVE, TARGET_VS_CEILING, TARGET_P99_MS, TARGET_ROWS_S = 25.0, 0.5, 20.0, 200_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    duration_s: int  # each measured wrk run
+    warmup_s: int
+    batch_reps: int
+
+    @classmethod
+    def of(cls, quick: bool) -> Plan:
+        return cls(3, 1, 3) if quick else cls(10, 2, 7)
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # non-2xx answers + socket errors
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit(
+            "bench_serving needs wrk (the HTTP load generator): `apt-get install -y wrk`, "
+            "or run `make bench`, which installs it"
+        )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(data_dir: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLAB_")}
+    env.update(
+        DRIFTLAB_DATA_DIR=str(data_dir),
+        DRIFTLAB_API_PORT=str(port),
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="1",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def uvicorn_cmd(factory: str, port: int) -> list[str]:
+    """The reference apps run under the same server settings as `driftlab api`."""
+    return [
+        sys.executable, "-m", "uvicorn", factory, "--factory",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools",
+        "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+
+
+@contextmanager
+def server(name: str, cmd: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[str]:
+    """Start a server, wait until /health answers 200 with a model (if it serves one), and kill
+    it (and anything it started) on the way out, whatever happened."""
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; log:\n{_tail(log)}")
+            try:
+                r = httpx.get(f"{url}/health", timeout=2)
+                if r.status_code == 200 and r.json().get("status") == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not healthy after 120 s; log:\n{_tail(log)}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)  # its own session: the group is just this server
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def _tail(log: Path, n: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
+
+
+def train(data_dir: Path, log: Path) -> None:
+    """`driftlab train` on an empty store: seeds the demo data, trains and promotes the forest."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "train"]
+    with open(log, "wb") as out:
+        done = subprocess.run(
+            cmd, cwd=ROOT, env=base_env(data_dir, 0), stdout=out, stderr=subprocess.STDOUT
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"driftlab train failed; log:\n{_tail(log)}")
+
+
+# -- load generation -------------------------------------------------------------------------
+
+
+_LUA = """
+local bodies = {%s}
+local reqs = {}
+local i = 0
+function init(args)
+  local headers = {["Content-Type"] = "application/json"}
+  for k, b in ipairs(bodies) do reqs[k] = wrk.format("POST", "%s", headers, b) end
+end
+function request()
+  i = i %% #reqs + 1
+  return reqs[i]
+end
+"""
+
+
+def wrk_script(bodies: list[bytes], path: str, dest: Path) -> Path:
+    """A Lua script that cycles over prebuilt requests (building them costs wrk nothing)."""
+    literals = ",\n".join(f"[==[{b.decode()}]==]" for b in bodies)
+    dest.write_text(_LUA % (literals, path))
+    return dest
+
+
+def wrk(url: str, script: Path, duration_s: int) -> WrkResult:
+    cmd = [
+        "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration_s}s", "--timeout", "10s",
+        "--latency", "-s", str(script), url,
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
+
+
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def parse_wrk(out: str) -> WrkResult:
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+        if m is None:
+            raise RuntimeError(f"no {pct}% latency in wrk's output:\n{out}")
+        return float(m.group(1)) * _UNITS_MS[m.group(2)]
+
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    total = re.search(r"^\s+(\d+) requests in", out, re.M)
+    if rps is None or total is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    errors += sum(int(g) for g in sock.groups()) if sock else 0
+    return WrkResult(float(rps.group(1)), latency("50"), latency("99"), int(total.group(1)), errors)
+
+
+def measure(url: str, script: Path, plan: Plan) -> WrkResult:
+    wrk(url, script, plan.warmup_s)
+    return wrk(url, script, plan.duration_s)
+
+
+def rows_per_s(url: str, body: bytes, rows: int, reps: int) -> list[float]:
+    """Rows/s of `reps` sequential requests with one client (after one unmeasured request)."""
+    speeds = []
+    headers = {"Content-Type": "application/json"}
+    with httpx.Client(timeout=30) as client:
+        for rep in range(reps + 1):
+            started = time.perf_counter()
+            r = client.post(url, content=body, headers=headers)
+            elapsed = time.perf_counter() - started
+            if r.status_code != 200:
+                raise RuntimeError(f"POST {url} answered {r.status_code}: {r.text[:500]}")
+            if rep:
+                speeds.append(rows / elapsed)
+    return speeds
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def demo_rows() -> tuple[list[dict[str, Any]], list[int]]:
+    from pipelines.demo import LABEL, demo_split, records
+
+    live = demo_split().live
+    return records(live), live[LABEL].astype(int).tolist()
+
+
+def tiled(items: list[Any], n: int) -> list[Any]:
+    return (items * (n // len(items) + 1))[:n]
+
+
+def main(quick: bool = False) -> None:
+    require_wrk()
+    plan = Plan.of(quick)
+    recs, labels = demo_rows()
+    names = list(recs[0])
+    single_features = [orjson.dumps({"features": [[r[k] for k in names]]}) for r in recs[:200]]
+    single_records = [orjson.dumps({"records": [r]}) for r in recs[:200]]
+    batch_recs = tiled(recs, BATCH_ROWS)
+    batch_features = orjson.dumps({"features": [[r[k] for k in names] for r in batch_recs]})
+    batch_records = orjson.dumps({"records": batch_recs})
+    ingest_body = orjson.dumps({"records": batch_recs, "labels": tiled(labels, BATCH_ROWS)})
+
+    results: dict[str, WrkResult] = {}
+    batch: dict[str, list[float] | str] = {}  # rows/s per request, or what went wrong
+    health: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="driftlab-bench-") as tmp:
+        root = Path(tmp)
+        features_lua = wrk_script(single_features, "/predict", root / "features.lua")
+        records_lua = wrk_script(single_records, "/predict", root / "records.lua")
+        dirs = {k: root / k for k in ("ceiling", "driftlab")}
+        for d in dirs.values():
+            d.mkdir()
+
+        _say(f"training the demo forest (driftlab train) in {dirs['driftlab']} …")
+        train(dirs["driftlab"], root / "train.log")
+
+        port = free_port()
+        cmd = uvicorn_cmd("benchmarks._serving_apps:ceiling_app", port)
+        with server("ceiling", cmd, base_env(dirs["ceiling"], port), port, root / "a.log") as url:
+            _say("(a) ceiling …")
+            results["a"] = measure(f"{url}/predict", features_lua, plan)
+
+        # The naive server reads the same champion from driftlab's registry, and writes nothing.
+        port = free_port()
+        cmd = uvicorn_cmd("benchmarks._serving_apps:naive_app", port)
+        with server("naive", cmd, base_env(dirs["driftlab"], port), port, root / "b.log") as url:
+            _say("(b) naive …")
+            results["b"] = measure(f"{url}/predict", features_lua, plan)
+
+        port = free_port()
+        cmd = [sys.executable, "-m", "pipelines.cli", "api", "--port", str(port)]
+        with server("driftlab", cmd, base_env(dirs["driftlab"], port), port, root / "c.log") as url:
+            _say("(c) driftlab /predict …")
+            results["c"] = measure(f"{url}/predict", features_lua, plan)
+            results["c2"] = measure(f"{url}/predict", records_lua, plan)
+            _say("(d) batch /predict, (e) /ingest/batch …")
+            for key, path, body in (
+                ("d", "/predict", batch_features),
+                ("d2", "/predict", batch_records),
+                ("e", "/ingest/batch", ingest_body),
+            ):
+                try:
+                    batch[key] = rows_per_s(f"{url}{path}", body, BATCH_ROWS, plan.batch_reps)
+                except (httpx.HTTPError, RuntimeError) as exc:  # report it, measure the rest
+                    batch[key] = f"{type(exc).__name__}: {exc}"[:200]
+            time.sleep(1.5)  # let the prediction log flush, to report it
+            health = httpx.get(f"{url}/health", timeout=10).json()
+
+    report(results, batch, health, plan)
+
+
+def report(
+    results: dict[str, WrkResult],
+    batch: dict[str, list[float] | str],
+    health: dict[str, Any],
+    plan: Plan,
+) -> None:
+    a, b, c = results["a"], results["b"], results["c"]
+    lines = [
+        "",
+        f"serving on 127.0.0.1: wrk -t{THREADS} -c{CONNECTIONS} -d{plan.duration_s}s after a "
+        f"{plan.warmup_s} s warm-up, single-row bodies, one server process at a time",
+        "",
+        f"{'':42} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}",
+    ]
+    titles = {
+        "a": "(a) ceiling: trivial async FastAPI",
+        "b": "(b) naive: FastAPI + sklearn predict_proba",
+        "c": "(c) driftlab /predict, features, logged",
+        "c2": "    driftlab /predict, records, logged",
+    }
+    for key, title in titles.items():
+        r = results[key]
+        lines.append(
+            f"{title:42} {r.requests_s:9,.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d}"
+        )
+    vs_naive, vs_ceiling = c.requests_s / b.requests_s, c.requests_s / a.requests_s
+    lines += [
+        "",
+        f"driftlab / naive    {vs_naive:7.1f}x   (target >= {TARGET_VS_NAIVE:.0f}x)   "
+        + _verdict(vs_naive >= TARGET_VS_NAIVE),
+        f"driftlab / ceiling  {vs_ceiling:7.0%}    (target >= {TARGET_VS_CEILING:.0%})  "
+        + _verdict(vs_ceiling >= TARGET_VS_CEILING),
+        f"driftlab p99        {c.p99_ms:7.1f} ms (target <= {TARGET_P99_MS:.0f} ms) "
+        + _verdict(c.p99_ms <= TARGET_P99_MS),
+        "",
+        f"batches of {BATCH_ROWS:,} rows, one httpx client, median of {plan.batch_reps} "
+        f"(min … max) rows/s; target >= {TARGET_ROWS_S:,}",
+    ]
+    batch_titles = {
+        "d": "(d) /predict, features, logged",
+        "d2": "    /predict, records, logged",
+        "e": "(e) /ingest/batch, records + labels",
+    }
+    for key, title in batch_titles.items():
+        speeds = batch[key]
+        if isinstance(speeds, str):
+            lines.append(f"{title:42} FAILED: {speeds}")
+            continue
+        med = statistics.median(speeds)
+        lines.append(
+            f"{title:42} {med:9,.0f}  ({min(speeds):,.0f} … {max(speeds):,.0f})  "
+            + _verdict(med >= TARGET_ROWS_S)
+        )
+    log = health.get("prediction_log", {})
+    lines += [
+        "",
+        f"driftlab prediction log: {log.get('flushed_rows', '?'):,} rows flushed to the lake, "
+        f"last error: {log.get('last_error')}",
+    ]
+    _say("\n".join(lines))
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 s runs: a smoke test")
+    main(parser.parse_args().quick)
