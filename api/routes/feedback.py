@@ -12,11 +12,11 @@ router = APIRouter(tags=["feedback"], dependencies=[WriteAccess])
 
 
 class FeedbackIn(BaseModel):
-    prediction_id: str = Field(min_length=1, examples=["5f0c…"])
+    prediction_id: str = Field(pattern=r"^[A-Za-z0-9_:.\-]{1,128}$", examples=["5f0c9a…"])
     label: int | str | None = Field(None, description="The true class.", examples=[1])
     correct: bool | None = Field(None, description="Whether the prediction was right.")
-    source: str = Field("api", max_length=64)
-    who: str | None = Field(None, max_length=128)
+    source: str = Field("api", pattern=r"^[^\x00-\x1f\x7f]{1,64}$")
+    who: str | None = Field(None, pattern=r"^[^\x00-\x1f\x7f]{1,128}$")
 
     @model_validator(mode="after")
     def _something(self) -> FeedbackIn:
@@ -33,8 +33,9 @@ class FeedbackOut(BaseModel):
 
 @router.post("/feedback", response_model=FeedbackOut)
 def feedback(state: StateDep, body: FeedbackIn) -> FeedbackOut:
+    pending = state.log.is_pending(body.prediction_id)  # asked first: a flush may be under way
     row = state.store.prediction(body.prediction_id)
-    if row is None and state.log.is_pending(body.prediction_id):
+    if row is None and pending:
         state.log.flush()  # answered moments ago: put it in the lake now, then read it
         row = state.store.prediction(body.prediction_id)
     if row is None:

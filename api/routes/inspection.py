@@ -11,14 +11,18 @@ from api.deps import StoreDep
 
 router = APIRouter(prefix="/api", tags=["monitoring"])
 
+# Filter values reach DuckLake's file pruning, which embeds them in catalog SQL and breaks on
+# control characters (a NUL ends the string early): such values can't be real ones anyway.
+PLAIN_TEXT = r"^[^\x00-\x1f\x7f]{1,256}$"
+
 
 @router.get("/inspection-logs")
 def inspection_logs(
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
-    model_version: str | None = None,
-    prediction: str | None = None,
+    model_version: Annotated[str | None, Query(pattern=PLAIN_TEXT)] = None,
+    prediction: Annotated[str | None, Query(pattern=PLAIN_TEXT)] = None,
     uncertain: bool | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,

@@ -1,0 +1,140 @@
+"""Every bad input is a 4xx with a message that names the problem; nothing is stored."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipelines import demo
+
+GOOD = demo.records(demo.demo_split().live.head(3))
+NAMES = list(GOOD[0])
+
+
+def row(**change: object) -> dict:
+    return {**GOOD[0], **change}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"features": [[1, 2]]}, "has 2 values, expected 8"),
+        ({"features": [[4, 27, 6, 1, 3, 14, "white-collar"]]}, "expected 8"),
+        ({"records": [row(height=3)]}, "unknown feature(s) ['height']"),
+        (
+            {"records": [{k: v for k, v in GOOD[0].items() if k != "age"}]},
+            "missing feature(s) ['age']",
+        ),
+        ({"records": [row(age="old")]}, "feature 'age': expected a finite number, got 'old'"),
+        ({"records": [row(age=True)]}, "feature 'age': expected a finite number, got True"),
+        ({"records": [row(occupation=3)]}, "feature 'occupation': expected text"),
+        ({"features": []}, "no rows"),
+        ({"records": []}, "no rows"),
+        ({}, 'give exactly one of "features"'),
+        ({"features": [[1] * 8], "records": GOOD}, 'give exactly one of "features"'),
+        ({"features": "abc"}, '"features" has the wrong type'),
+        ({"features": [[1] * 8], "extra": 1}, "unknown field(s) ['extra']"),
+        ([1, 2], "must be a JSON object"),
+        ({"features": [None]}, "features[0] must be a list"),
+    ],
+)
+def test_predict_rejects(client: TestClient, body: object, message: str) -> None:
+    r = client.post("/predict", json=body)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+
+
+@pytest.mark.parametrize("raw", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+def test_predict_rejects_non_finite(client: TestClient, raw: bytes) -> None:
+    body = b'{"features": [[4, %s, 6, 1, 3, 14, "white-collar", "professional"]]}' % raw
+    r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert "age" in r.json()["detail"] or "JSON" in r.json()["detail"]
+
+
+def test_invalid_json_and_empty_body(client: TestClient) -> None:
+    r = client.post("/predict", content=b"{nope", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
+    r = client.post("/predict", content=b"")
+    assert r.status_code == 422 and "empty request body" in r.json()["detail"]
+
+
+def test_oversized_body_is_413(trained_copy, tmp_path) -> None:
+    from api.main import create_app
+    from tests.conftest import make_settings
+
+    app = create_app(make_settings(trained_copy, max_body_bytes=1000))
+    with TestClient(app) as c:
+        r = c.post("/predict", json={"records": GOOD * 50})
+        assert r.status_code == 413 and "limit" in r.json()["detail"]
+        r = c.post("/ingest/batch", json={"records": GOOD * 50})
+        assert r.status_code == 413
+
+
+def test_too_many_rows(trained_copy) -> None:
+    from api.main import create_app
+    from tests.conftest import make_settings
+
+    with TestClient(create_app(make_settings(trained_copy, max_rows_per_request=2))) as c:
+        r = c.post("/predict", json={"records": GOOD})
+        assert (
+            r.status_code == 422 and "3 rows in one request; the limit is 2" in r.json()["detail"]
+        )
+
+
+def test_bad_ingest_stores_nothing(client: TestClient) -> None:
+    before = client.get("/api/metrics").json()["rows"]["ingested_rows"]
+    for body, message in [
+        ({"records": GOOD, "labels": [0, 1]}, "2 labels for 3 rows"),
+        ({"records": GOOD, "labels": [0, 1, "x"]}, "not an integer class label"),
+        ({"records": GOOD, "batch_id": 5}, '"batch_id" has the wrong type'),
+    ]:
+        r = client.post("/ingest/batch", json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert message in r.json()["detail"]
+    raw = b'{"features": [[4, NaN, 6, 1, 3, 14, "white-collar", "professional"]]}'
+    r = client.post("/ingest/batch", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    r = client.post(
+        "/ingest/stream",
+        content=b'{"record": {"age": 1}}\n{"bad json\n',
+        headers={"content-type": "application/x-ndjson"},
+    )
+    assert r.status_code == 422 and "line 1" in r.json()["detail"]
+    assert client.get("/api/metrics").json()["rows"]["ingested_rows"] == before
+
+
+def test_feedback_errors(client: TestClient) -> None:
+    pid = client.post("/predict", json={"records": GOOD[:1]}).json()["prediction_ids"][0]
+    r = client.post("/feedback", json={"prediction_id": "no-such-id", "label": 1})
+    assert r.status_code == 404 and "no prediction with id" in r.json()["detail"]
+    r = client.post("/feedback", json={"prediction_id": pid})
+    assert r.status_code == 422 and 'give "label"' in r.json()["detail"]
+    r = client.post("/feedback", json={"prediction_id": pid, "label": 9})
+    assert r.status_code == 422 and "not one of the classes [0, 1]" in r.json()["detail"]
+    r = client.post("/feedback", json={"prediction_id": pid, "label": 1})
+    assert r.status_code == 200 and r.json()["correct"] in (True, False)
+
+
+def test_predict_before_any_model_is_503_and_ingest_fixes_schema(empty_client: TestClient) -> None:
+    r = empty_client.post("/predict", json={"features": [[1.0, 2.0]]})
+    assert r.status_code == 503 and "no model is being served yet" in r.json()["detail"]
+    r = empty_client.post(
+        "/ingest/batch", json={"features": [[1.0, 2.0], [3.0, 4.0]], "labels": [0, 1]}
+    )
+    assert r.status_code == 200 and r.json()["features"] == ["f0", "f1"]
+    r = empty_client.post("/ingest/batch", json={"features": [[1.0, 2.0, 3.0]]})
+    assert r.status_code == 422 and "expected 2" in r.json()["detail"]
+
+
+def test_write_endpoints_need_the_api_key(trained_copy) -> None:
+    from api.main import create_app
+    from tests.conftest import make_settings
+
+    with TestClient(create_app(make_settings(trained_copy, api_key="s3cret"))) as c:
+        assert c.post("/predict", json={"records": GOOD}).status_code == 401
+        assert c.post("/ingest/batch", json={"records": GOOD}).status_code == 401
+        assert c.post("/feedback", json={"prediction_id": "x", "label": 1}).status_code == 401
+        ok = c.post("/predict", json={"records": GOOD}, headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+        assert c.get("/health").status_code == 200  # reads stay open
