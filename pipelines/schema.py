@@ -222,7 +222,7 @@ def _checked_matrix(features: list[list[Any]], names: list[str]) -> np.ndarray:
         if any(type(v) is bool for row in features for v in row):
             raise TypeError("bool")
         return matrix
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return np.array(features, dtype=object).reshape(len(features), width)
 
 
@@ -268,7 +268,7 @@ def _checked_matrix_or_none(features: list[list[Any]], names: list[str]) -> np.n
             )
     try:
         matrix = np.array(features, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if any(type(v) is bool for row in features for v in row):
         return None
@@ -289,6 +289,13 @@ def _record_columns(records: list[dict[str, Any]], names: list[str]) -> list[Any
 _NUMBER_TYPES = frozenset((int, float))
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
+
+
 def _check_column(column: Any, feat: Feature) -> np.ndarray:
     if feat.kind == NUMERIC:
         if isinstance(column, np.ndarray) and column.dtype == np.float64:
@@ -307,7 +314,7 @@ def _check_column(column: Any, feat: Feature) -> np.ndarray:
             if values is not None and np.isfinite(values).all():
                 return values
         for i, v in enumerate(column):
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not _finite(v):
                 raise SchemaError(
                     f"row {i}, feature {feat.name!r}: expected a finite number, got {v!r}"
                 )

@@ -87,7 +87,10 @@ class Lake:
         self.read_only = read_only
         self._local = threading.local()
         self._con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
-        self._con.execute("SET enable_progress_bar = false")  # it would print on long queries
+        try:  # the bar would print on long queries; in a Jupyter kernel it wants ipywidgets
+            self._con.execute("SET enable_progress_bar = false")
+        except duckdb.Error:
+            logger.debug("could not switch off the progress bar")
         # DuckLake's own commit retry (on snapshot conflicts): many quick tries, not 10 slow ones.
         self._con.execute("SET ducklake_max_retry_count = 200")
         self._con.execute("SET ducklake_retry_wait_ms = 10")
@@ -149,8 +152,9 @@ class Lake:
         return self._retry(lambda: self.cursor().execute(sql, params).fetchall(), what="read")
 
     def scalar(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> Any:
-        row = self._retry(lambda: self.cursor().execute(sql, params).fetchone(), what="read")
-        return None if row is None else row[0]
+        # fetchall, not fetchone: an unfinished result keeps the SQLite catalog read-locked.
+        rows = self._retry(lambda: self.cursor().execute(sql, params).fetchall(), what="read")
+        return rows[0][0] if rows else None
 
     def snapshot_id(self) -> int:
         """The id of the latest committed snapshot: what a reader sees now."""

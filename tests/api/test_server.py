@@ -1,4 +1,4 @@
-"""A real `driftlab api` process: crash durability, hot swap under load, new model without restart."""
+"""A real `driftlab api` process: crash durability, hot swap under load, no-restart updates."""
 
 from __future__ import annotations
 

@@ -1,0 +1,44 @@
+"""Schema inference, validation messages and encoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.schema import CATEGORICAL, NUMERIC, FeatureSchema, SchemaError, infer_schema
+
+
+def test_infer_from_records_and_matrix() -> None:
+    s = infer_schema(records=[{"a": 1, "b": "x"}], labels=["yes"])
+    assert [(f.name, f.kind) for f in s.features] == [("a", NUMERIC), ("b", CATEGORICAL)]
+    assert s.label_type == "str"
+    m = infer_schema(features=[[1.0, 2.0]], labels=[1])
+    assert m.names == ["f0", "f1"] and m.label_type == "int"
+    with pytest.raises(SchemaError, match="mixes numbers and text"):
+        infer_schema(features=[[1.0], ["x"]])
+
+
+def test_encode_uses_training_categories_and_unknown_is_minus_one() -> None:
+    s = infer_schema(records=[{"a": 1.0, "b": "x"}])
+    cols = s.columns(records=[{"a": 1.0, "b": "x"}, {"a": 2.0, "b": "y"}, {"a": 3.0, "b": "z"}])
+    trained = s.with_training_facts({"a": cols["a"][:2], "b": cols["b"][:2]}, [0, 1])
+    x = trained.encode(cols)
+    np.testing.assert_array_equal(x, np.array([[1, 0], [2, 1], [3, -1]], dtype=np.float32))
+    assert trained.classes == (0, 1)
+    assert FeatureSchema.from_dict(trained.to_dict()) == trained
+
+
+def test_labels() -> None:
+    s = FeatureSchema((), label_type="int", classes=(0, 1))
+    assert s.label_to_store(1) == "1" and s.label_to_store("0") == "0"
+    for bad in (2, True, 1.5, "a", None):
+        with pytest.raises(SchemaError):
+            s.label_to_store(bad)
+    assert s.label_from_store("1") == 1
+
+
+def test_huge_integers_are_a_clear_error() -> None:
+    s = infer_schema(features=[[1.0, 2.0]])
+    for payload in ({"features": [[10**400, 1.0]]}, {"records": [{"f0": 10**400, "f1": 1.0}]}):
+        with pytest.raises(SchemaError, match="feature 'f0': expected a finite number"):
+            s.columns(**payload)
