@@ -10,7 +10,7 @@ export YOLO_AUTOINSTALL := false
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up api test test-all lint format lab train bench clean
+.PHONY: help setup up api worker test lint format lab train drift bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,12 @@ lab: setup ## JupyterLab on :8888 over the same live store
 
 train: setup ## train + register + promote a model (notebooks/train.ipynb via papermill)
 	$(VENV)/bin/driftlab train
+
+drift: setup ## drift report now: results into the store + Evidently HTML in data/reports/
+	$(VENV)/bin/driftlab drift
+
+worker: setup ## the scheduled drift checks alone
+	$(VENV)/bin/driftlab worker
 
 bench: setup ## every benchmark against its baseline, printing ratios
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from pipelines.monitoring import Monitor
 from pipelines.predicting import Band
 from pipelines.registry import Registry
 from pipelines.serving import ModelHolder
@@ -44,6 +45,27 @@ class Metrics:
         self.model_version = Gauge(
             "driftlab_model_version", "Version number of the serving champion", registry=r
         )
+        self.drift_score = Gauge(
+            "driftlab_drift_effect_size",
+            "Effect size (normalized Wasserstein / Jensen-Shannon) per column, latest check",
+            ["feature"],
+            registry=r,
+        )
+        self.drift_detected = Gauge(
+            "driftlab_drift_detected",
+            "1 if the column drifted in the latest check",
+            ["feature"],
+            registry=r,
+        )
+        self.drift_share = Gauge(
+            "driftlab_drift_share", "Share of drifted features, latest check", registry=r
+        )
+        self.dataset_drift = Gauge(
+            "driftlab_dataset_drift", "1 if the latest check found dataset drift", registry=r
+        )
+        self.live_accuracy = Gauge(
+            "driftlab_live_accuracy", "Accuracy of served predictions from feedback", registry=r
+        )
         self.log_pending = Gauge(
             "driftlab_prediction_log_pending_rows",
             "Predictions acknowledged, not yet in the lake",
@@ -60,6 +82,7 @@ class AppState:
     log: PredictionLog
     band: Band
     metrics: Metrics
+    monitor: Monitor
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -87,6 +110,7 @@ class AppState:
             log=log,
             band=Band(settings.uncertainty_low, settings.uncertainty_high),
             metrics=Metrics(),
+            monitor=Monitor(settings, store, registry),
         )
         # What start-up loaded (MLflow, scikit-learn, onnxruntime, pandas…) lives as long as the
         # process; frozen, the cyclic GC stops re-scanning it in every full collection, which

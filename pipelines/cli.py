@@ -79,6 +79,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         access_log=False,
         loop="uvloop",
         http="httptools",
+        workers=settings.api_workers,  # > 1 needs the import string + factory above
     )
     return 0
 
@@ -90,6 +91,32 @@ def check_bind(host: str, settings: Settings) -> None:
             f"refusing to listen on {host} without DRIFTLAB_API_KEY: anyone on the network "
             "could write to the store. Set DRIFTLAB_API_KEY or bind to 127.0.0.1."
         )
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import threading
+
+    from pipelines.worker import Worker
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker = Worker.open(settings)
+    if args.once:
+        _print(worker.tick())
+        return 0
+    worker.run(stop)
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
+    """Run notebooks/drift_report.ipynb: our check into the store + an Evidently HTML report."""
+    from pipelines.notebooks import run_notebook
+
+    params: dict[str, Any] = {"window_size": args.window_size, "evidently": not args.no_evidently}
+    out = run_notebook("drift_report", settings, params)
+    _print({**json.loads(out.with_suffix(".json").read_text()), "notebook": str(out)})
+    return 0
 
 
 def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
@@ -155,13 +182,14 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     bootstrap(settings)
     check_bind(settings.api_host, settings)
     env = {**os.environ, **settings.process_env()}
-    commands = {"api": [sys.executable, "-m", "pipelines.cli", "api"]}
+    commands = {name: [sys.executable, "-m", "pipelines.cli", name] for name in ("api", "worker")}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for name, cmd in commands.items():
         procs[name] = subprocess.Popen(cmd, env=env)
     base = f"http://{settings.api_host}:{settings.api_port}"
     sys.stdout.write(
         f"\ndriftlab is up\n  API        {base}  (docs: {base}/docs, metrics: {base}/metrics)\n"
+        f"  worker     drift check every {settings.check_interval:.0f} s\n"
         f"  data       {settings.data_dir}\nCtrl-C stops everything.\n\n"
     )
     sys.stdout.flush()
@@ -222,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-demo", action="store_true", help="don't seed an empty store with demo data"
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("drift", help="drift report now (runs notebooks/drift_report.ipynb)")
+    p.add_argument("--window-size", type=int, default=1000, help="predictions in the window")
+    p.add_argument("--no-evidently", action="store_true", help="skip the Evidently HTML report")
+    p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser("worker", help="scheduled drift checks and compaction")
+    p.add_argument("--once", action="store_true", help="one round, then exit")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("models", help="list, promote or roll back registered models")
     p.add_argument("action", choices=["list", "promote", "rollback"])

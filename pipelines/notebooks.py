@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,6 @@ def run_notebook(name: str, settings: Settings, parameters: dict[str, Any] | Non
     """
     import papermill
 
-    # The kernel inherits the environment: hand it this process's resolved store and registry.
-    os.environ.update(settings.process_env())
     source = NOTEBOOKS_DIR / f"{name}.ipynb"
     if not source.exists():
         raise FileNotFoundError(f"no notebook {source}")
@@ -34,12 +34,29 @@ def run_notebook(name: str, settings: Settings, parameters: dict[str, Any] | Non
     output = settings.runs_dir / f"{name}-{stamp}.ipynb"
     parameters = {"result_path": str(output.with_suffix(".json")), **(parameters or {})}
     logger.info("running %s -> %s with %s", source.name, output, parameters)
-    papermill.execute_notebook(
-        str(source),
-        str(output),
-        parameters=parameters,
-        kernel_name="python3",
-        progress_bar=False,
-        cwd=str(NOTEBOOKS_DIR.parent),
-    )
+    # The kernel inherits the environment: hand it this process's store and registry.
+    with _environment(settings.process_env()):
+        papermill.execute_notebook(
+            str(source),
+            str(output),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(NOTEBOOKS_DIR.parent),
+        )
     return output
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a kernel start, then restore them."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     model_name: str = Field("driftlab-tabular", description="Registered model name served.")
     api_host: str = Field("127.0.0.1", description="API bind address.")
     api_port: int = Field(8000, description="API port.")
+    api_workers: int = Field(
+        1, ge=1, description="API worker processes (each with its own spool and flusher)."
+    )
     dashboard_port: int = Field(8050, description="Dashboard port.")
     api_key: str | None = Field(None, description="If set, write endpoints need X-API-Key.")
 
@@ -48,6 +51,16 @@ class Settings(BaseSettings):
 
     # The default data path moves with the data dir (a copied or moved data dir keeps working).
     _data_path_follows_data_dir: bool = PrivateAttr(default=False)
+
+    check_interval: float = Field(300.0, description="Seconds between the worker's drift checks.")
+    window_size: int = Field(1000, description="Predictions in the current drift window.")
+    min_samples: int = Field(100, description="Predictions needed before any drift verdict.")
+    drift_alpha: float = Field(0.05, description="Significance level after correction.")
+    drift_correction: str = Field("bh", description="Multiple testing: bh, bonferroni or none.")
+    drift_share_threshold: float = Field(
+        0.3, description="Drift share that counts as dataset drift."
+    )
+    compact_interval: float = Field(3600.0, description="Seconds between the worker's compactions.")
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import StateDep
+from pipelines.monitoring import latest_summary
 
 router = APIRouter(tags=["monitoring"])
 
@@ -15,8 +16,20 @@ router = APIRouter(tags=["monitoring"])
 @router.get("/metrics", include_in_schema=False)
 def prometheus(state: StateDep) -> Response:
     serving = state.models.model
+    m = state.metrics
     if serving is not None and serving.version.isdigit():
-        state.metrics.model_version.set(int(serving.version))
+        m.model_version.set(int(serving.version))
+    # Drift and accuracy live in the store (other processes write them): read them per scrape.
+    latest = latest_summary(state.store)
+    for row in latest["features"]:
+        m.drift_score.labels(row["feature"]).set(row["effect_size"] or 0.0)
+        m.drift_detected.labels(row["feature"]).set(1.0 if row["drifted"] else 0.0)
+    if latest["run_id"] is not None:
+        m.drift_share.set(latest["drift_share"])
+        m.dataset_drift.set(1.0 if latest["dataset_drift"] else 0.0)
+    accuracy = state.store.feedback_accuracy(serving.version if serving else None)["accuracy"]
+    if accuracy is not None:
+        m.live_accuracy.set(accuracy)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -32,4 +45,5 @@ def metrics(state: StateDep) -> dict[str, Any]:
         if serving
         else None,
         "rows": state.store.count_rows(),
+        "drift": {k: v for k, v in latest_summary(state.store).items() if k != "features"},
     }

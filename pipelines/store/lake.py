@@ -54,6 +54,25 @@ def _use_wal(catalog: Path) -> None:
             db.execute("PRAGMA journal_mode=WAL")
 
 
+def _relocate(catalog: Path, data_path: str) -> None:
+    """Point a moved SQLite catalog at its files' new home.
+
+    DuckLake's attach-time override is not enough: file cleanup after compaction resolves
+    paths against the recorded data path, and would delete the *old* location's files.
+    """
+    with contextlib.closing(sqlite3.connect(catalog, timeout=30)) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "ducklake_metadata" not in tables:
+            return  # a new catalog: the attach records data_path
+        row = db.execute("SELECT value FROM ducklake_metadata WHERE key = 'data_path'").fetchone()
+        if row is not None and row[0] != data_path:
+            logger.info("data dir moved: files now under %s (were %s)", data_path, row[0])
+            with db:
+                db.execute(
+                    "UPDATE ducklake_metadata SET value = ? WHERE key = 'data_path'", [data_path]
+                )
+
+
 def _is_retryable(exc: Exception) -> bool:
     text = str(exc).lower()
     return any(marker in text for marker in _RETRYABLE)
@@ -68,8 +87,8 @@ class Lake:
         read_only: attach without write access (readers such as the dashboard may use it).
         inlining_row_limit: commits of up to this many rows are kept inside the catalog, so the
             many small human writes don't each make a Parquet file.
-        override_data_path: use `data_path` even if the catalog recorded another one (the
-            embedded default, whose files move with the data dir).
+        override_data_path: record `data_path` in a SQLite catalog that has another one (the
+            embedded default, whose files move with the data dir when it is copied or moved).
     """
 
     def __init__(
@@ -112,6 +131,8 @@ class Lake:
             catalog.parent.mkdir(parents=True, exist_ok=True)
             self._write_lock_path = catalog.with_name(catalog.name + ".writelock")
             _use_wal(catalog)
+            if override_data_path:
+                _relocate(catalog, data_path)
         if "://" not in data_path:
             Path(data_path).mkdir(parents=True, exist_ok=True)
         options = [f"DATA_PATH '{data_path}'", f"DATA_INLINING_ROW_LIMIT {int(inlining_row_limit)}"]
@@ -120,8 +141,6 @@ class Lake:
             options.append(f"META_BUSY_TIMEOUT {int(busy_timeout_ms)}")
         if read_only:
             options.append("READ_ONLY")
-        if override_data_path:
-            options.append("OVERRIDE_DATA_PATH TRUE")
         # Two processes attaching a brand-new catalog at once race to create it: retry.
         self._retry(
             lambda: self._con.execute(

@@ -75,21 +75,36 @@ class Store:
         self.lake.close()
 
     def init(self) -> None:
-        """Create the tables that don't exist yet (safe to run from many processes at once)."""
-        existing = self._existing_tables()
-        missing = [name for name in TABLES if name not in existing]
-        if not missing:
+        """Create missing tables and add missing columns (safe from many processes at once).
+
+        A store made by an older driftlab gains the columns added since; nothing is dropped.
+        """
+        existing = self._existing_columns()
+        todo = []
+        for name, ddl in TABLES.items():
+            if name not in existing:
+                todo.append(f"CREATE TABLE IF NOT EXISTS lake.{name} ({ddl})")
+                continue
+            for column in _columns(ddl):
+                if column.split()[0] not in existing[name]:
+                    todo.append(f"ALTER TABLE lake.{name} ADD COLUMN IF NOT EXISTS {column}")
+        if not todo:
             return
 
-        def create(cur: duckdb.DuckDBPyConnection) -> None:
-            for name in missing:
-                cur.execute(f"CREATE TABLE IF NOT EXISTS lake.{name} ({TABLES[name]})")
+        def migrate(cur: duckdb.DuckDBPyConnection) -> None:
+            for statement in todo:
+                cur.execute(statement)
 
-        self.lake.write(create, what="create tables")
+        self.lake.write(migrate, what="create tables")
 
-    def _existing_tables(self) -> set[str]:
-        rows = self.lake.rows("SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'")
-        return {r[0] for r in rows}
+    def _existing_columns(self) -> dict[str, set[str]]:
+        rows = self.lake.rows(
+            "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = 'lake'"
+        )
+        out: dict[str, set[str]] = {}
+        for table, column in rows:
+            out.setdefault(table, set()).add(column)
+        return out
 
     def snapshot_id(self) -> int:
         return self.lake.snapshot_id()
@@ -147,13 +162,19 @@ class Store:
         if labels is not None and len(labels) != n:
             raise SchemaError(f"{len(labels)} labels for {n} rows")
         batch_id = batch_id or new_id()
+        import pyarrow.compute as pc
+
+        # Arrow builds the per-row ids and the repeated values itself: Python lists of n items
+        # were a large share of a big batch's time.
+        numbers = pa.array(np.arange(n)).cast(pa.string())
+        label = pa.nulls(n, pa.string()) if labels is None else pa.array(labels, pa.string())
         table = pa.table(
             {
-                "record_id": [f"{batch_id}:{i}" for i in range(n)],
-                "batch_id": pa.array([batch_id] * n, pa.string()),
-                "label": pa.array(list(labels) if labels is not None else [None] * n, pa.string()),
-                "source": pa.array([source] * n, pa.string()),
-                "ingested_at": pa.array([utcnow()] * n, pa.timestamp("us", tz="UTC")),
+                "record_id": pc.binary_join_element_wise(f"{batch_id}:", numbers, ""),
+                "batch_id": pa.repeat(pa.scalar(batch_id, pa.string()), n),
+                "label": label,
+                "source": pa.repeat(pa.scalar(source, pa.string()), n),
+                "ingested_at": pa.repeat(pa.scalar(utcnow(), pa.timestamp("us", tz="UTC")), n),
                 "features": schema.to_arrow(columns),
             }
         )
@@ -277,6 +298,82 @@ class Store:
             "last_prediction_at": row[3],
         }
 
+    # -- monitoring windows --------------------------------------------------------------------
+
+    def prediction_window(
+        self,
+        *,
+        limit: int | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+    ) -> pa.Table:
+        """The current window for drift and performance: the last `limit` predictions (or a time
+        range), one flat column per feature plus `prediction`, `label` (latest human label, if
+        any), `model_version` and `ts`. The selection and the join run in DuckDB."""
+        schema = self.dataset_schema()
+        if schema is None:
+            raise SchemaError("the store holds no data yet")
+        where, params = ["TRUE"], []
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("ts < ?")
+            params.append(until)
+        top = "" if limit is None else f"ORDER BY ts DESC LIMIT {int(limit)}"
+        feats = ", ".join(f'w.features."{n}" AS "{n}"' for n in schema.names)
+        return self.lake.query(
+            f"""
+            WITH w AS (
+                SELECT prediction_id, ts, model_version, prediction, features
+                FROM lake.predictions WHERE {" AND ".join(where)} {top}
+            ),
+            f AS (
+                SELECT prediction_id, arg_max(label, ts) AS label
+                FROM lake.feedback WHERE label IS NOT NULL GROUP BY prediction_id
+            )
+            SELECT {feats}, w.prediction, f.label, w.model_version, w.ts
+            FROM w LEFT JOIN f USING (prediction_id)
+            """,
+            params,
+        )
+
+    def predictions_since(self, since: dt.datetime | None) -> int:
+        """How many predictions were logged after `since` (all of them if None)."""
+        return int(
+            self.lake.scalar(
+                "SELECT count(*) FROM lake.predictions WHERE ts > coalesce(?, TIMESTAMPTZ 'epoch')",
+                [since],
+            )
+        )
+
+    def add_drift_results(self, rows: list[dict[str, Any]]) -> None:
+        """One commit for a whole check (one row per feature and test)."""
+        if rows:
+            self._insert("drift_results", pa.Table.from_pylist(rows, schema=_DRIFT_SCHEMA))
+
+    def latest_drift_results(self) -> list[dict[str, Any]]:
+        """Every row of the most recent drift check."""
+        return self.lake.query(
+            """SELECT * FROM lake.drift_results
+               WHERE run_id = (SELECT arg_max(run_id, ts) FROM lake.drift_results)
+               ORDER BY drifted DESC, p_adjusted NULLS LAST, feature"""
+        ).to_pylist()
+
+    def drift_history(self, limit_runs: int = 100) -> list[dict[str, Any]]:
+        """Per run and feature: statistic, effect size and verdict, for trends over time."""
+        return self.lake.query(
+            """WITH runs AS (
+                   SELECT run_id, max(ts) AS ts FROM lake.drift_results
+                   GROUP BY run_id ORDER BY ts DESC LIMIT ?
+               )
+               SELECT d.run_id, d.ts, d.feature, d.test, d.statistic, d.p_adjusted,
+                      d.effect_size, d.drifted, d.dataset_drift, d.drift_share
+               FROM lake.drift_results d SEMI JOIN runs USING (run_id)
+               ORDER BY d.ts, d.feature""",
+            [int(limit_runs)],
+        ).to_pylist()
+
     # -- feedback ------------------------------------------------------------------------------
 
     def add_feedback(
@@ -387,6 +484,41 @@ class Store:
             "snapshots_after": int(after),
             "kept": sorted(keep),
         }
+
+
+_DRIFT_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("model_version", pa.string()),
+        ("window_start", pa.timestamp("us", tz="UTC")),
+        ("window_end", pa.timestamp("us", tz="UTC")),
+        ("n_reference", pa.int64()),
+        ("n_current", pa.int64()),
+        ("feature", pa.string()),
+        ("kind", pa.string()),
+        ("test", pa.string()),
+        ("statistic", pa.float64()),
+        ("p_value", pa.float64()),
+        ("p_adjusted", pa.float64()),
+        ("effect_size", pa.float64()),
+        ("effect_metric", pa.string()),
+        ("threshold", pa.float64()),
+        ("drifted", pa.bool_()),
+        ("dataset_drift", pa.bool_()),
+        ("drift_share", pa.float64()),
+        ("role", pa.string()),
+        ("status", pa.string()),
+        ("missing_share", pa.float64()),
+        ("method", pa.string()),
+        ("trigger", pa.string()),
+    ]
+)
+
+
+def _columns(ddl: str) -> list[str]:
+    """`name TYPE` entries of a table's DDL (no nested commas in these types)."""
+    return [part.strip() for part in ddl.split(",") if part.strip()]
 
 
 def _to_numpy(array: pa.Array) -> np.ndarray:

@@ -32,7 +32,8 @@ TABLES: dict[str, str] = {
         window_end TIMESTAMPTZ, n_reference BIGINT, n_current BIGINT, feature VARCHAR,
         kind VARCHAR, test VARCHAR, statistic DOUBLE, p_value DOUBLE, p_adjusted DOUBLE,
         effect_size DOUBLE, effect_metric VARCHAR, threshold DOUBLE, drifted BOOLEAN,
-        dataset_drift BOOLEAN, drift_share DOUBLE""",
+        dataset_drift BOOLEAN, drift_share DOUBLE, role VARCHAR, status VARCHAR,
+        missing_share DOUBLE, method VARCHAR, trigger VARCHAR""",
     "retraining_events": """
         event_id VARCHAR, ts TIMESTAMPTZ, trigger VARCHAR, reasons VARCHAR, status VARCHAR,
         snapshot_id BIGINT, champion_version VARCHAR, candidate_version VARCHAR,

@@ -69,3 +69,20 @@ def test_compact_keeps_protected_snapshots(settings: Settings) -> None:
     # an expired snapshot can no longer be read
     with pytest.raises(Exception, match="(?i)snapshot"):
         store.labeled_rows(protected + 1)
+
+
+def test_a_copied_data_dir_is_independent_of_the_original(settings: Settings, tmp_path) -> None:
+    import shutil
+
+    from tests.conftest import make_settings
+
+    store = Store.open(settings)
+    for i in range(3):
+        ingest(store, features=[[float(i)]] * 300, labels=[0] * 300)  # real Parquet files
+    store.close()
+    copy = tmp_path / "copy"
+    shutil.copytree(settings.data_dir, copy)
+    moved = Store.open(make_settings(copy))
+    moved.compact(older_than_hours=0)  # merges files and deletes the old ones: in the copy only
+    assert len(moved.labeled_rows()) == 900
+    assert len(Store.open(settings).labeled_rows()) == 900  # the original still reads

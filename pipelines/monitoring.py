@@ -1,0 +1,339 @@
+"""Monitoring: drift of the inputs and outputs and live performance, from the store, on a window.
+
+The reference is the champion's training set (its recorded snapshot) with the champion's own
+predictions on it; its profile is built once per champion and cached in memory and on disk, so
+a check pays only for the current window. The current window is the last `window_size`
+predictions (or a time range). Results go to `drift_results`, one row per column.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.drift import (
+    DriftPolicy,
+    DriftReport,
+    ReferenceProfile,
+    build_reference_profile,
+    check_drift,
+)
+from pipelines.registry import CHAMPION, Registry
+from pipelines.schema import CATEGORICAL, SchemaError
+from pipelines.serving import ServingModel, load_version
+from pipelines.settings import Settings
+from pipelines.store import Store, new_id, utcnow
+
+logger = logging.getLogger(__name__)
+
+PREDICTION, LABEL = "prediction", "label"
+
+
+@dataclass
+class CheckResult:
+    """What one check found: the drift report and the live performance on the same window."""
+
+    run_id: str
+    model_version: str
+    report: DriftReport | None
+    performance: dict[str, Any]
+    n_current: int
+    seconds: float
+    status: str
+    window_start: Any = None
+    window_end: Any = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out = {
+            "run_id": self.run_id,
+            "model_version": self.model_version,
+            "status": self.status,
+            "n_current": self.n_current,
+            "seconds": round(self.seconds, 3),
+            "performance": self.performance,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+        }
+        if self.report is not None:
+            out.update(self.report.summary())
+            out["drifted_features"] = self.report.drifted_features()
+        return out
+
+
+def performance(
+    predictions: list[Any] | np.ndarray, labels: list[Any] | np.ndarray, classes: list[str]
+) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class error of the served predictions that got a label."""
+    pred = np.asarray(predictions, dtype=object)
+    true = np.asarray(labels, dtype=object)
+    has = np.array([v is not None for v in true], dtype=bool)
+    pred, true = pred[has], true[has]
+    n = int(has.sum())
+    if n == 0:
+        return {"n_labeled": 0, "accuracy": None, "macro_f1": None, "per_class": {}}
+    f1s, per_class = [], {}
+    for cls in classes:
+        tp = int(np.sum((pred == cls) & (true == cls)))
+        fp = int(np.sum((pred == cls) & (true != cls)))
+        fn = int(np.sum((pred != cls) & (true == cls)))
+        support = tp + fn
+        denom = 2 * tp + fp + fn
+        f1s.append(2 * tp / denom if denom else 0.0)
+        per_class[cls] = {
+            "support": support,
+            "errors": fn,
+            "error_rate": fn / support if support else None,
+        }
+    return {
+        "n_labeled": n,
+        "accuracy": float(np.mean(pred == true)),
+        "macro_f1": float(np.mean(f1s)),
+        "per_class": per_class,
+    }
+
+
+class Monitor:
+    """Runs drift + performance checks for the serving champion of one store and registry."""
+
+    def __init__(self, settings: Settings, store: Store, registry: Registry) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self._profiles: dict[str, tuple[ReferenceProfile, list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def policy(self, **overrides: Any) -> DriftPolicy:
+        s = self.settings
+        base = {
+            "alpha": s.drift_alpha,
+            "correction": s.drift_correction,
+            "min_samples": s.min_samples,
+            "drift_share_threshold": s.drift_share_threshold,
+        }
+        return DriftPolicy(**{**base, **overrides})
+
+    # -- the reference ---------------------------------------------------------------------------
+
+    def reference(self, model: ServingModel) -> tuple[ReferenceProfile, list[str]]:
+        """The champion's reference profile (built once; cached in memory and under data/)."""
+        with self._lock:
+            if model.version in self._profiles:
+                return self._profiles[model.version]
+            cache = (
+                self.settings.data_dir / "cache" / f"reference-{model.name}-v{model.version}.pkl"
+            )
+            if cache.exists():
+                profile = pickle.loads(cache.read_bytes())
+            else:
+                profile = self._build_reference(model)
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_suffix(".tmp")
+                tmp.write_bytes(pickle.dumps(profile))
+                tmp.replace(cache)
+            names = [f.name for f in model.schema.features]
+            self._profiles[model.version] = (profile, names)
+            return profile, names
+
+    def _build_reference(self, model: ServingModel) -> ReferenceProfile:
+        if model.snapshot_id is None:
+            raise SchemaError(f"model v{model.version} has no training snapshot recorded")
+        rows = self.store.labeled_rows(model.snapshot_id)
+        index, _ = model.predict(model.schema.encode(rows.columns))
+        frame: dict[str, Any] = dict(rows.columns)
+        frame[PREDICTION] = np.array([str(model.classes[i]) for i in index], dtype=object)
+        frame[LABEL] = np.asarray(rows.labels, dtype=object)
+        numeric = [f.name for f in model.schema.features if f.kind != CATEGORICAL]
+        categorical = [f.name for f in model.schema.features if f.kind == CATEGORICAL]
+        started = time.perf_counter()
+        profile = build_reference_profile(
+            frame,
+            numeric=numeric,
+            categorical=[*categorical, PREDICTION, LABEL],
+            roles={PREDICTION: "prediction", LABEL: "label"},
+        )
+        logger.info(
+            "reference profile for v%s: %d rows at snapshot %s (%.2f s)",
+            model.version,
+            len(rows),
+            model.snapshot_id,
+            time.perf_counter() - started,
+        )
+        return profile
+
+    # -- a check -----------------------------------------------------------------------------
+
+    def champion(self) -> ServingModel:
+        version = self.registry.alias_version(CHAMPION)
+        if version is None:
+            raise SchemaError("no champion model yet: train one first (`make train`)")
+        return load_version(self.registry, version)
+
+    def check(
+        self,
+        *,
+        model: ServingModel | None = None,
+        window_size: int | None = None,
+        since: Any = None,
+        until: Any = None,
+        policy: DriftPolicy | None = None,
+        trigger: str = "manual",
+        save: bool = True,
+    ) -> CheckResult:
+        """Compare the current window with the champion's reference; store the results."""
+        started = time.perf_counter()
+        model = model or self.champion()
+        profile, names = self.reference(model)
+        limit = (
+            None
+            if (since or until) and window_size is None
+            else (window_size or self.settings.window_size)
+        )
+        window = self.store.prediction_window(limit=limit, since=since, until=until)
+        policy = policy or self.policy()
+        run_id = new_id()
+        n = window.num_rows
+        classes = [str(c) for c in model.classes]
+        perf = performance(
+            window.column(PREDICTION).to_pylist(), window.column(LABEL).to_pylist(), classes
+        )
+        ts = window.column("ts")
+        start = pa.compute.min(ts).as_py() if n else None
+        end = pa.compute.max(ts).as_py() if n else None
+        if n < policy.min_samples:
+            return CheckResult(
+                run_id,
+                model.version,
+                None,
+                perf,
+                n,
+                time.perf_counter() - started,
+                "insufficient_data",
+                start,
+                end,
+            )
+        report = check_drift(profile, _as_columns(window, [*names, PREDICTION, LABEL]), policy)
+        now = utcnow()
+        records = [
+            {
+                "run_id": run_id,
+                "ts": now,
+                "model_version": model.version,
+                "window_start": start,
+                "window_end": end,
+                "n_reference": r["n_reference"],
+                "n_current": r["n_current"],
+                "feature": r["feature"],
+                "kind": r["kind"],
+                "test": r["test"],
+                "statistic": r["statistic"],
+                "p_value": r["p_value"],
+                "p_adjusted": r["p_adjusted"],
+                "effect_size": r["effect_size"],
+                "effect_metric": r["effect_metric"],
+                "threshold": r["threshold"],
+                "drifted": r["drifted"],
+                "dataset_drift": report.dataset_drift,
+                "drift_share": report.drift_share,
+                "role": r["role"],
+                "status": r["status"],
+                "missing_share": r["missing_share"],
+                "method": report.method,
+                "trigger": trigger,
+            }
+            for r in report.to_records()
+        ]
+        if save:
+            self.store.add_drift_results(records)
+        result = CheckResult(
+            run_id,
+            model.version,
+            report,
+            perf,
+            n,
+            time.perf_counter() - started,
+            report.status,
+            start,
+            end,
+            records,
+        )
+        logger.info(
+            "drift check %s on %d predictions: dataset_drift=%s share=%.2f drifted=%s (%.2f s)",
+            run_id[:8],
+            n,
+            report.dataset_drift,
+            report.drift_share,
+            report.drifted_features(),
+            result.seconds,
+        )
+        return result
+
+
+def _as_columns(window: pa.Table, names: list[str]) -> dict[str, np.ndarray]:
+    """Arrow columns as numpy (numbers zero-copy where possible, text as objects)."""
+    out = {}
+    for name in names:
+        col = window.column(name)
+        if pa.types.is_floating(col.type):
+            out[name] = col.to_numpy()
+        else:
+            out[name] = np.asarray(col.to_pylist(), dtype=object)
+    return out
+
+
+def latest_summary(store: Store) -> dict[str, Any]:
+    """The latest check's dataset figures and per-feature rows, for the API and dashboard."""
+    rows = store.latest_drift_results()
+    if not rows:
+        return {"run_id": None, "features": []}
+    first = rows[0]
+    return {
+        "run_id": first["run_id"],
+        "ts": first["ts"],
+        "model_version": first["model_version"],
+        "window_start": first["window_start"],
+        "window_end": first["window_end"],
+        "n_current": max(r["n_current"] for r in rows),
+        "dataset_drift": first["dataset_drift"],
+        "drift_share": first["drift_share"],
+        "method": first["method"],
+        "drifted_features": [r["feature"] for r in rows if r["drifted"] and r["role"] == "feature"],
+        "features": rows,
+    }
+
+
+def reports_dir(settings: Settings) -> Path:
+    return settings.reports_dir
+
+
+def frames(monitor: Monitor, model: ServingModel, window_size: int) -> tuple[Any, Any]:
+    """Reference (training snapshot) and current (last predictions) feature frames, pandas."""
+    import pandas as pd
+
+    rows = monitor.store.labeled_rows(model.snapshot_id)
+    names = [f.name for f in model.schema.features]
+    reference = pd.DataFrame({n: rows.columns[n] for n in names})
+    window = monitor.store.prediction_window(limit=window_size)
+    current = window.select(names).to_pandas()
+    return reference, current
+
+
+def evidently_report(reference: Any, current: Any, path: Path) -> Path:
+    """Evidently's data-drift report (its own defaults) as a self-contained HTML file."""
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    snapshot = Report([DataDriftPreset()], include_tests=True).run(
+        current_data=current, reference_data=reference
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(path))
+    return path

@@ -1,0 +1,56 @@
+"""The parameterized notebooks, executed by papermill on small parameters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from pipelines import demo
+from pipelines.notebooks import NOTEBOOKS_DIR, run_notebook
+from pipelines.registry import CHAMPION, Registry
+from pipelines.settings import Settings
+from pipelines.store import Store
+from tests.conftest import make_settings
+
+
+@pytest.mark.parametrize("name", ["train", "drift_report"])
+def test_notebooks_are_thin_and_committed_without_outputs(name: str) -> None:
+    nb = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for line in tagged[0].source.splitlines():
+        assert ":" in line and "#" in line, f"parameter without type or comment: {line}"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and "def " not in cell.source
+
+
+def test_train_notebook_seeds_an_empty_store_and_registers(settings: Settings) -> None:
+    out = run_notebook("train", settings, {"n_estimators": 5, "max_depth": 4})
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert out.exists() and out.parent == settings.runs_dir
+    registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+    assert registry.alias_version(CHAMPION) == result["version"] == "1"
+    assert registry.version("1").params["n_estimators"] == "5"
+    store = Store.open(settings)
+    assert len(store.labeled_rows(result["snapshot_id"])) == result["n_train"] + result["n_test"]
+
+
+def test_drift_notebook_writes_results_and_evidently_html(trained_copy: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+
+    s = make_settings(trained_copy)
+    with TestClient(create_app(s)) as client:
+        client.post("/predict", json={"records": demo.records(demo.demo_split().shifted.head(300))})
+    out = run_notebook("drift_report", s, {"window_size": 300})
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["dataset_drift"] is True and "age" in result["drifted_features"]
+    html = Path(result["report_html"])
+    assert html.exists() and html.stat().st_size > 100_000 and html.parent == s.reports_dir
+    assert Path(result["plot"]).exists()
+    assert Store.open(s).latest_drift_results()[0]["run_id"] == result["run_id"]
