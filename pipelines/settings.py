@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     drift_alpha: float = Field(0.05, description="Significance level after correction.")
     drift_correction: str = Field("bh", description="Multiple testing: bh, bonferroni or none.")
     drift_share_threshold: float = Field(
-        0.3, description="Drift share that counts as dataset drift."
+        0.3, description="Share of drifted features the retraining policy treats as drift."
     )
     compact_interval: float = Field(3600.0, description="Seconds between the worker's compactions.")
 
