@@ -16,7 +16,7 @@ from pipelines.store import Store
 from tests.conftest import make_settings
 
 
-@pytest.mark.parametrize("name", ["train", "drift_report"])
+@pytest.mark.parametrize("name", ["train", "drift_report", "explore"])
 def test_notebooks_are_thin_and_committed_without_outputs(name: str) -> None:
     nb = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -54,3 +54,11 @@ def test_drift_notebook_writes_results_and_evidently_html(trained_copy: Path) ->
     assert html.exists() and html.stat().st_size > 100_000 and html.parent == s.reports_dir
     assert Path(result["plot"]).exists()
     assert Store.open(s).latest_drift_results()[0]["run_id"] == result["run_id"]
+
+
+def test_explore_notebook_reads_the_live_store(trained_copy: Path) -> None:
+    out = run_notebook("explore", make_settings(trained_copy), {"recent": 5})
+    nb = nbformat.read(out, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert [o for o in outputs if o.output_type == "error"] == []
+    assert "champion" in str(outputs)  # the registry table shows the champion alias
