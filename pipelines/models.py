@@ -36,17 +36,24 @@ def promote(
 
 
 def rollback(store: Store, registry: Registry, *, who: str, why: str) -> dict[str, Any]:
-    """Make the champion before the current one champion again."""
+    """Make the champion before the current one champion again.
+
+    Promotions push the outgoing champion on a stack and rollbacks pop it, so repeated
+    rollbacks walk back through history (3 → 2 → 1) instead of bouncing between two versions.
+    """
     current = registry.alias_version(CHAMPION)
     if current is None:
         raise PromotionError("there is no champion to roll back")
-    for event in store.model_events(registry.model_name, limit=1000):
-        if event["to_version"] == current and event["from_version"]:
-            target = event["from_version"]
-            registry.set_alias(CHAMPION, target)
-            store.add_model_event(
-                registry.model_name, "rolled_back", current, target, who=who, why=why
-            )
-            logger.info("rolled back champion %s -> %s", current, target)
-            return {"from_version": current, "to_version": target}
-    raise PromotionError(f"version {current} has no earlier champion to roll back to")
+    previous: list[str] = []
+    for event in reversed(store.model_events(registry.model_name, limit=10_000)):
+        if event["event"] == "promoted" and event["from_version"]:
+            previous.append(event["from_version"])
+        elif event["event"] == "rolled_back" and previous:
+            previous.pop()
+    if not previous:
+        raise PromotionError(f"version {current} has no earlier champion to roll back to")
+    target = previous[-1]
+    registry.set_alias(CHAMPION, target)
+    store.add_model_event(registry.model_name, "rolled_back", current, target, who=who, why=why)
+    logger.info("rolled back champion %s -> %s", current, target)
+    return {"from_version": current, "to_version": target}

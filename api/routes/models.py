@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
 
 from api.deps import StateDep, WriteAccess
+from pipelines import models
 
 router = APIRouter(prefix="/api", tags=["models"])
 
@@ -39,3 +43,48 @@ def reload(state: StateDep) -> dict[str, Any]:
     swapped = state.models.refresh()
     serving = state.models.model
     return {"swapped": swapped, "version": serving.version if serving else None}
+
+
+class MoveIn(BaseModel):
+    why: str = Field("manual", max_length=500, examples=["challenger regressed on class 1"])
+    who: str = Field("api", pattern=r"^[^\x00-\x1f\x7f]{1,128}$")
+
+
+class PromoteIn(MoveIn):
+    version: str = Field(pattern=r"^[0-9]{1,9}$", examples=["3"])
+
+
+@router.get("/models")
+def versions(state: StateDep) -> dict[str, Any]:
+    """Every registered version with its aliases, metrics and training snapshot."""
+    return {"items": [asdict(v) for v in state.registry.versions()]}
+
+
+@router.post("/models/promote", dependencies=[WriteAccess])
+def promote(state: StateDep, body: PromoteIn) -> dict[str, Any]:
+    """Make a version the champion (audited in model_events); served at once."""
+    return _move(
+        state,
+        lambda: models.promote(
+            state.store, state.registry, body.version, who=body.who, why=body.why
+        ),
+    )
+
+
+@router.post("/models/rollback", dependencies=[WriteAccess])
+def rollback(state: StateDep, body: MoveIn | None = None) -> dict[str, Any]:
+    """Move the champion back to the one before it (audited); served at once."""
+    body = body or MoveIn()
+    return _move(
+        state, lambda: models.rollback(state.store, state.registry, who=body.who, why=body.why)
+    )
+
+
+def _move(state: StateDep, move: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        moved = move()
+    except models.PromotionError as exc:
+        raise HTTPException(409, str(exc)) from None
+    state.models.refresh()
+    serving = state.models.model
+    return {**moved, "serving_version": serving.version if serving else None}

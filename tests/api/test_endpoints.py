@@ -98,3 +98,39 @@ def test_ingest_stream_ndjson_and_single(client: TestClient) -> None:
     assert r.status_code == 200 and r.json()["rows"] == 3 and r.json()["labeled"] == 3
     r = client.post("/ingest/stream", json={"record": recs[0]})
     assert r.status_code == 200 and r.json()["labeled"] == 0
+
+
+def test_promote_and_rollback_through_the_api(client: TestClient, trained_copy) -> None:
+    from pipelines import training
+    from pipelines.registry import Registry
+    from pipelines.store import Store
+    from tests.conftest import make_settings
+
+    s = make_settings(trained_copy)
+    v2 = training.train(
+        Store.open(s),
+        Registry(s.mlflow_uri, s.model_name, s.mlflow_artifacts_dir),
+        training.TrainConfig(params={"n_estimators": 5}),
+        promote=False,
+    ).version
+    listed = client.get("/api/models").json()["items"]
+    assert [v["version"] for v in listed] == [v2, "1"] and listed[1]["aliases"] == ["champion"]
+    r = client.post("/api/models/promote", json={"version": v2, "why": "test", "who": "me"})
+    assert r.status_code == 200 and r.json()["serving_version"] == v2
+    assert (
+        client.post("/predict", json={"records": demo.records(LIVE.head(1))}).json()[
+            "model_version"
+        ]
+        == v2
+    )
+    assert client.post("/api/models/promote", json={"version": v2}).status_code == 409
+    assert client.post("/api/models/promote", json={"version": "77"}).status_code == 409
+    r = client.post("/api/models/rollback", json={"why": "regression"})
+    assert (
+        r.status_code == 200
+        and r.json()["to_version"] == "1"
+        and r.json()["serving_version"] == "1"
+    )
+    history = client.get("/api/model-status").json()["history"]
+    assert [h["event"] for h in history[:2]] == ["rolled_back", "promoted"]
+    assert client.post("/api/models/rollback").status_code == 409  # v1 has nothing before it

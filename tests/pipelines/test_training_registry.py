@@ -122,3 +122,17 @@ def test_training_uses_human_labels_on_predictions(trained_copy: Path) -> None:
     i = rows.record_ids.index("p1")
     assert rows.labels[i] == "1" and rows.sources[i] == "feedback:api"
     assert rows.columns["age"][i] == recs[0]["age"]
+
+
+def test_rollbacks_walk_back_through_history(trained_copy: Path) -> None:
+    s = make_settings(trained_copy)
+    store = Store.open(s)
+    registry = Registry(s.mlflow_uri, s.model_name, s.mlflow_artifacts_dir)
+    config = training.TrainConfig(params={"n_estimators": 3})
+    v2 = training.train(store, registry, config).version  # promotes 1 -> v2
+    v3 = training.train(store, registry, config).version  # promotes v2 -> v3
+    assert models.rollback(store, registry, who="t", why="w")["to_version"] == v2
+    assert models.rollback(store, registry, who="t", why="w")["to_version"] == "1"
+    with pytest.raises(models.PromotionError, match="no earlier champion"):
+        models.rollback(store, registry, who="t", why="w")
+    assert registry.alias_version(CHAMPION) == "1" and v3 != v2
