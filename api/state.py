@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -87,6 +88,11 @@ class AppState:
 
     @classmethod
     def start(cls, settings: Settings) -> AppState:
+        # Every ONNX call releases the GIL, and taking it back from a thread running Python
+        # (the prediction flusher building its Arrow table) waits up to the switch interval,
+        # 5 ms by default: beside a busy thread a one-row call took 0.76 ms on average instead
+        # of 8 us. 0.5 ms gave /predict +6 to +21% requests/s in three paired wrk runs.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         store = Store.open(settings)
         registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
         log = PredictionLog(

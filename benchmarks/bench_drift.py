@@ -11,20 +11,35 @@
    over the numeric features, is shifted by 0.25 of its standard deviation (detections).
    Dataset-level verdicts: driftlab's default policy; Evidently's preset, where the dataset
    drifts when DriftedColumnsCount's share is >= 0.5 (its default drift_share).
+3. From the store: a temp lake holds older unshifted predictions and then the current window
+   (1M, or 100k with --quick) of shifted ones, written through ``Store.append_predictions`` in
+   100k-row commits, plus a few human labels. A subprocess times ``Monitor.check`` end to end
+   (finding the window, reading it from the lake, live performance, the drift check) against
+   a reference profile cached beforehand (its build is reported, not timed), with its peak RSS
+   growth, next to Evidently's in-memory figure from part 1 of the same run.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_drift.py            # full: 1M rows, 200+200 pairs
-    .venv/bin/python benchmarks/bench_drift.py --quick    # 100k rows, fewer Evidently pairs
+    .venv/bin/python benchmarks/bench_drift.py              # full: 1M rows, 200+200 pairs
+    .venv/bin/python benchmarks/bench_drift.py --quick      # 100k rows, fewer Evidently pairs
+    .venv/bin/python benchmarks/bench_drift.py --window-50m # only: a 50M-row window from the store
+
+``--window-50m`` (not in ``make bench``) writes 51M predictions (several GB of Parquet under the
+system temp dir, removed afterwards) and runs one check of the last 50M, printing its time and
+peak RSS: ~5 min on 2 cores (2 min writing, 3 min the check; 6.6 GB peak RSS).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import pickle
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -138,9 +153,8 @@ def speed_worker(engine: str, n_rows: int, repeats: int) -> dict:
         out = run()
         times.append(time.perf_counter() - start)
     result["seconds"] = min(times)
-    result["peak_rss_growth_mb"] = (
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
-    )
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_growth_mb"] = result["peak_rss_mb"] - before
     if engine == "driftlab":
         result["drifted"] = out.drifted_features()
     return result
@@ -190,27 +204,218 @@ def run_quality(n_pairs: int, n_pairs_evidently: int) -> list[dict]:
     return rows
 
 
+# --- from the store ---------------------------------------------------------------------------
+
+CLASSES = ("0", "1", "2")
+MODEL_NAME, MODEL_VERSION = "bench", "1"
+N_LABELS = 150  # human labels on predictions in the window: the label join has work to do
+
+
+def bench_schema():
+    from pipelines.schema import CATEGORICAL, Feature, FeatureSchema
+
+    numeric = tuple(Feature(f"num_{i}") for i in range(N_NUMERIC))
+    categorical = tuple(
+        Feature(f"cat_{j}", CATEGORICAL, ("a", "b", "c", "d")) for j in range(N_CATEGORICAL)
+    )
+    return FeatureSchema(numeric + categorical, label_type="str", classes=CLASSES)
+
+
+def bench_model():
+    """A stand-in champion: `Monitor.check` reads only its name, version, schema and classes."""
+    from pipelines.serving import ServingModel
+
+    def no_predictions(x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError("the benchmark's reference profile is cached")
+
+    return ServingModel(MODEL_NAME, MODEL_VERSION, bench_schema(), no_predictions, "sklearn")
+
+
+def _settings(data_dir: Path):
+    from pipelines.settings import Settings
+
+    return Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
+
+
+def prediction_chunk(start: int, n_rows: int, seed: int, drift: bool):
+    """Rows start..start+n_rows of the predictions table, one microsecond apart."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    frame = synthetic_frame(n_rows, seed, drift)
+    rng = np.random.default_rng(seed)
+    numbers = pa.array(np.arange(start, start + n_rows)).cast(pa.string())
+    t0 = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1e6)
+    return pa.table(
+        {
+            "prediction_id": pc.binary_join_element_wise("p", numbers, ""),
+            "ts": pa.array(t0 + np.arange(start, start + n_rows), pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            "model_name": pa.repeat(pa.scalar(MODEL_NAME), n_rows),
+            "model_version": pa.repeat(pa.scalar(MODEL_VERSION), n_rows),
+            "prediction": pa.array(CLASSES).take(pa.array(rng.integers(0, 3, n_rows))),
+            "confidence": pa.array(rng.uniform(0.34, 1.0, n_rows)),
+            "latency_ms": pa.array(rng.uniform(0.5, 5.0, n_rows)),
+            "uncertain": pa.array(np.zeros(n_rows, dtype=bool)),
+            "features": bench_schema().to_arrow({c: frame[c].to_numpy() for c in frame.columns}),
+        }
+    )
+
+
+def fill_store(data_dir: Path, window: int, older: int, chunk: int) -> dict:
+    """A lake with `older` unshifted predictions, then `window` shifted ones, a few labels and
+    the champion's reference profile in the monitor's on-disk cache."""
+    from pipelines.drift import build_reference_profile
+    from pipelines.store import Store
+
+    settings = _settings(data_dir)
+    store = Store.open(settings)
+    store.fix_dataset_schema(bench_schema())
+    started = time.perf_counter()
+    total = older + window
+    for first, stop, drift in ((0, older, False), (older, total, True)):
+        for start in range(first, stop, chunk):
+            n = min(chunk, stop - start)
+            store.append_predictions(prediction_chunk(start, n, seed=100 + start, drift=drift))
+    rng = np.random.default_rng(3)
+    for i in rng.choice(window, N_LABELS, replace=False):
+        store.add_feedback(f"p{older + int(i)}", label=str(rng.choice(CLASSES)), correct=None)
+    fill_s = time.perf_counter() - started
+    store.close()
+
+    started = time.perf_counter()
+    ref = synthetic_frame(min(window, 1_000_000), seed=1, drift=False)
+    rng = np.random.default_rng(4)
+    ref["prediction"] = np.asarray(CLASSES, dtype=object)[rng.integers(0, 3, len(ref))]
+    ref["label"] = np.asarray(CLASSES, dtype=object)[rng.integers(0, 3, len(ref))]
+    profile = build_reference_profile(
+        ref,
+        numeric=[f"num_{i}" for i in range(N_NUMERIC)],
+        categorical=[*(f"cat_{j}" for j in range(N_CATEGORICAL)), "prediction", "label"],
+        roles={"prediction": "prediction", "label": "label"},
+    )
+    profile_s = time.perf_counter() - started
+    # Where Monitor.reference keeps a champion's profile between processes.
+    cache = settings.data_dir / "cache" / f"reference-{MODEL_NAME}-v{MODEL_VERSION}.pkl"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(pickle.dumps(profile))
+    return {"fill_s": fill_s, "profile_s": profile_s, "rows_stored": total}
+
+
+def store_worker(data_dir: Path, window: int, repeats: int) -> dict:
+    """Runs inside a subprocess: `Monitor.check` on the last `window` predictions."""
+    from pipelines.monitoring import Monitor
+    from pipelines.store import Store
+
+    settings = _settings(data_dir)
+    store = Store.open(settings)
+    monitor = Monitor(settings, store, registry=None)  # type: ignore[arg-type]
+    model = bench_model()
+    monitor.reference(model)  # the cached profile, loaded once as the worker process does
+    before = _rss_mb()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = monitor.check(model=model, window_size=window, save=False)
+        times.append(time.perf_counter() - start)
+    rusage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert result.report is not None and result.n_current == window, result.summary()
+    return {
+        "seconds": min(times),
+        "first_s": times[0],
+        "peak_rss_mb": rusage,
+        "peak_rss_growth_mb": rusage - before,
+        "n_current": result.n_current,
+        "n_labeled": result.performance["n_labeled"],
+        "drifted": result.report.drifted_features(),
+    }
+
+
+def run_store(window: int, older: int, chunk: int, repeats: int) -> dict:
+    """Fill a temp lake, then time the check in a fresh process; the lake is removed after."""
+    tmp = Path(tempfile.mkdtemp(prefix="driftlab-bench-"))
+    try:
+        filled = fill_store(tmp / "data", window, older, chunk)
+        cmd = [sys.executable, __file__, "--worker", "store", "--rows", str(window)]
+        cmd += ["--repeats", str(repeats), "--data-dir", str(tmp / "data")]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
+        return {**filled, **json.loads(done.stdout.strip().splitlines()[-1])}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_store(ours: dict, theirs: dict | None) -> None:
+    print(
+        f"{ours['n_current']:>9,} {'driftlab':>10} {ours['seconds']:>9.3f} "
+        f"{ours['peak_rss_growth_mb']:>8.0f} {ours['peak_rss_mb']:>8.0f} {'':>7}  "
+        f"Monitor.check from the lake ({ours['rows_stored']:,} rows stored, "
+        f"{ours['n_labeled']} labeled); first run {ours['first_s']:.3f} s; drifted "
+        f"{ours['drifted']}"
+    )
+    print(
+        f"{'':>9} {'':>10} {'':>9} {'':>8} {'':>8} {'':>7}  filled in {ours['fill_s']:.0f} s; "
+        f"reference profile built once in {ours['profile_s']:.2f} s (not timed)"
+    )
+    if theirs is not None:
+        ratio = theirs["seconds"] / ours["seconds"]
+        print(
+            f"{ours['n_current']:>9,} {'evidently':>10} {theirs['seconds']:>9.3f} "
+            f"{theirs['peak_rss_growth_mb']:>8.0f} {theirs['peak_rss_mb']:>8.0f} "
+            f"{ratio:>6.0f}x  in memory, from part 1 (frames already loaded)"
+        )
+
+
+def store_header(title: str) -> None:
+    print(title)
+    print(
+        f"{'rows':>9} {'engine':>10} {'seconds':>9} {'grew MB':>8} {'peak MB':>8} {'ratio':>7}"
+        "  notes"
+    )
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def main(quick: bool = False, argv: list[str] | None = None) -> None:
+    """Parts 1-3 (``quick``: 100k rows only); the command line adds ``--window-50m``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100k rows only, fewer pairs")
-    parser.add_argument("--worker", choices=["driftlab", "evidently"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--window-50m",
+        action="store_true",
+        help="only: one check of a 50M-row window read from the store (~5 min, GBs of disk)",
+    )
+    parser.add_argument(
+        "--worker", choices=["driftlab", "evidently", "store"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    # `python -m benchmarks` calls main(quick=...): its own command line is not ours to parse.
+    args = parser.parse_args([] if argv is None else argv)
+    quick = quick or args.quick
+    if args.worker == "store":
+        print(json.dumps(store_worker(args.data_dir, args.rows, args.repeats)))
+        return
     if args.worker:
         print(json.dumps(speed_worker(args.worker, args.rows, args.repeats)))
         return
+    if args.window_50m:
+        store_header("== from the store: a 50M-row window, Monitor.check end to end ==")
+        print_store(run_store(50_000_000, 1_000_000, chunk=1_000_000, repeats=1), None)
+        print("Evidently is not run at 50M (78 s and 1.1 GB at 1M on this machine).")
+        return
 
-    sizes = [100_000] if args.quick else [100_000, 1_000_000]
+    sizes = [100_000] if quick else [100_000, 1_000_000]
     print(f"== speed: {N_NUMERIC} numeric + {N_CATEGORICAL} categorical columns, check only ==")
     print(f"{'rows':>9} {'engine':>10} {'seconds':>9} {'peak MB':>8} {'ratio':>7}  notes")
+    evidently = {}
     for n_rows in sizes:
         ours = run_speed("driftlab", n_rows, repeats=3)
         # Evidently at 1M takes over a minute per run: once is enough.
         theirs = run_speed("evidently", n_rows, repeats=1 if n_rows >= 1_000_000 else 2)
+        evidently[n_rows] = theirs
         note = f"profile built once in {ours['profile_s']:.2f} s; drifted {ours['drifted']}"
         print(
             f"{n_rows:>9,} {'driftlab':>10} {ours['seconds']:>9.3f} "
@@ -221,6 +426,15 @@ def main() -> None:
             f"{n_rows:>9,} {'evidently':>10} {theirs['seconds']:>9.3f} "
             f"{theirs['peak_rss_growth_mb']:>8.0f} {ratio:>6.0f}x  DataDriftPreset()"
         )
+
+    window = sizes[-1]
+    print()
+    store_header(
+        "== end to end from the store: window read + live performance + check "
+        "(grew = peak RSS growth during the check; peak = the process's peak RSS) =="
+    )
+    ours = run_store(window, older=window // 5, chunk=100_000, repeats=3)
+    print_store(ours, evidently[window])
 
     n_pairs = 200
     # Evidently takes 1-3 s per 5k-row report here, so it sees fewer pairs.
@@ -246,4 +460,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(argv=sys.argv[1:])

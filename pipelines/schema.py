@@ -153,7 +153,7 @@ class FeatureSchema:
                 x[:, j] = [get(v, -1) for v in col]
         return x
 
-    def to_arrow(self, columns: dict[str, np.ndarray]) -> pa.StructArray:
+    def to_arrow(self, columns: dict[str, Any]) -> pa.StructArray:
         arrays = [
             pa.array(columns[f.name], type=pa.float64() if f.kind == NUMERIC else pa.string())
             for f in self.features
@@ -208,22 +208,11 @@ def _one_of(features: list | None, records: list | None) -> list:
 
 
 def _checked_matrix(features: list[list[Any]], names: list[str]) -> np.ndarray:
-    width = len(names)
-    for i, row in enumerate(features):
-        if not isinstance(row, list):
-            raise SchemaError(f"features[{i}] must be a list of {width} values")
-        if len(row) != width:
-            raise SchemaError(
-                f"features[{i}] has {len(row)} values, expected {width} ({', '.join(names)})"
-            )
-    try:
-        # The common case (all numbers) in one vectorised step; bools are numbers to numpy.
-        matrix = np.array(features, dtype=np.float64)
-        if any(type(v) is bool for row in features for v in row):
-            raise TypeError("bool")
+    """The rows as a matrix: float64 when all are numbers, objects otherwise."""
+    matrix = _checked_matrix_or_none(features, names)
+    if matrix is not None:
         return matrix
-    except (TypeError, ValueError, OverflowError):
-        return np.array(features, dtype=object).reshape(len(features), width)
+    return np.array(features, dtype=object).reshape(len(features), len(names))
 
 
 def _records_to_matrix(

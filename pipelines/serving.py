@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 # loop, the flusher and other processes: a busy core then takes fewer slices instead of holding
 # up the batch (ONNX Runtime's own intra-op threads split the work evenly, and were slower than
 # one thread whenever a core was busy). Single rows never touch the pool.
-PARALLEL_MIN_ROWS = int(os.environ.get("XPAR", "1000"))  # TEMP
+PARALLEL_MIN_ROWS = 2_000
 PARALLEL_SLICE_ROWS = 1_000
 
 _pool: ThreadPoolExecutor | None = None

@@ -101,8 +101,14 @@ async def ingest_stream(state: StateDep, request: Request) -> IngestOut:
                 raise HTTPException(422, f"line {n} is not valid JSON: {exc}") from None
     else:
         items = [await json_body(request)]
-    allowed = {"record": dict, "features": list, "label": (int, str)}
-    records, features, labels = [], [], []
+    allowed: dict[str, type | tuple[type, ...]] = {
+        "record": dict,
+        "features": list,
+        "label": (int, str),
+    }
+    records: list[dict[str, Any]] = []
+    features: list[list[Any]] = []
+    labels: list[Any] = []
     for n, item in enumerate(items, start=1):
         try:
             row = fields(item, allowed)
@@ -110,7 +116,10 @@ async def ingest_stream(state: StateDep, request: Request) -> IngestOut:
             raise HTTPException(422, f"line {n}: {exc.detail}") from None
         if ("record" in row) == ("features" in row):
             raise HTTPException(422, f'line {n}: give exactly one of "record" or "features"')
-        (records if "record" in row else features).append(row.get("record", row.get("features")))
+        if "record" in row:
+            records.append(row["record"])
+        else:
+            features.append(row["features"])
         labels.append(row.get("label"))
     if records and features:
         raise HTTPException(422, 'mix of "record" and "features" lines: use one form per request')

@@ -247,9 +247,16 @@ def column_values(data: Any, name: str) -> Any:
 
 
 def num_rows(data: Any) -> int:
-    """Number of rows of a DataFrame, pyarrow Table or mapping of equal-length arrays."""
+    """Number of rows of a DataFrame, pyarrow Table or mapping of equal-length arrays.
+
+    A mapping with an integer ``num_rows`` attribute (a window read lazily, column by column)
+    is taken at its word: counting must not read every column.
+    """
     if isinstance(data, pa.Table | pd.DataFrame):
         return len(data)
+    known = getattr(data, "num_rows", None)
+    if isinstance(known, int):
+        return known
     return max((len(v) for v in data.values()), default=0)
 
 
