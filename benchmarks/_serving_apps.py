@@ -39,7 +39,7 @@ def naive_app() -> FastAPI:
     from pipelines.settings import get_settings
 
     settings = get_settings()
-    registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+    registry = Registry.from_settings(settings)
     version = registry.alias_version(CHAMPION)
     if version is None:
         raise RuntimeError(f"no champion in {settings.mlflow_uri}: run `driftlab train` first")

@@ -124,7 +124,7 @@ def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.store import Store
 
     store = Store.open(settings)
-    registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+    registry = Registry.from_settings(settings)
     _print(store.compact(registry.trained_snapshots(), older_than_hours=args.older_than_hours))
     return 0
 
@@ -134,7 +134,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.registry import Registry
     from pipelines.store import Store
 
-    registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+    registry = Registry.from_settings(settings)
     if args.action == "list":
         rows = [
             {
@@ -169,7 +169,7 @@ def bootstrap(settings: Settings) -> None:
     from pipelines.store import Store
 
     Store.open(settings).close()
-    registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+    registry = Registry.from_settings(settings)
     if registry.alias_version(CHAMPION) is None:
         logger.info("no champion yet: training a first model (notebooks/train.ipynb)")
         from pipelines.notebooks import run_notebook

@@ -16,6 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pipelines.settings import Settings
+
 logger = logging.getLogger(__name__)
 
 EXPERIMENT = "driftlab"
@@ -52,6 +54,11 @@ class Registry:
         self.artifacts_dir = artifacts_dir
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        """The registry the settings point at (tracking URI, model name, artifact folder)."""
+        return cls(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
 
     @cached_property
     def client(self) -> Any:

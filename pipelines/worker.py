@@ -38,7 +38,7 @@ class Worker:
     @classmethod
     def open(cls, settings: Settings) -> Worker:
         store = Store.open(settings)
-        registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+        registry = Registry.from_settings(settings)
         return cls(settings, store, registry)
 
     def tick(self) -> dict[str, Any]:

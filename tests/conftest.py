@@ -64,7 +64,7 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     s = make_settings(data)
     store = Store.open(s)
     demo.seed_store(store)
-    registry = Registry(s.mlflow_uri, s.model_name, s.mlflow_artifacts_dir)
+    registry = Registry.from_settings(s)
     training.train(store, registry, training.TrainConfig(params={"n_estimators": 30}))
     store.close()
     return data

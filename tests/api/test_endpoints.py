@@ -109,7 +109,7 @@ def test_promote_and_rollback_through_the_api(client: TestClient, trained_copy) 
     s = make_settings(trained_copy)
     v2 = training.train(
         Store.open(s),
-        Registry(s.mlflow_uri, s.model_name, s.mlflow_artifacts_dir),
+        Registry.from_settings(s),
         training.TrainConfig(params={"n_estimators": 5}),
         promote=False,
     ).version

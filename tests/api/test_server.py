@@ -61,8 +61,13 @@ def test_acknowledged_predictions_survive_kill_9(trained_copy: Path) -> None:
     try:
         store = Store.open(make_settings(trained_copy), read_only=True)
         assert store.existing_prediction_ids(acked) == set(acked)
-        n = store.lake.scalar("SELECT count(*) FROM lake.predictions")
-        assert n == len(set(acked))  # nothing duplicated by the replay either
+        n, distinct = store.lake.rows(
+            "SELECT count(*), count(DISTINCT prediction_id) FROM lake.predictions"
+        )[0]
+        assert n == distinct  # nothing duplicated by the replay
+        # A request spooled but killed before its answer went out may be stored too: at most
+        # one per client thread, never fewer than were acknowledged.
+        assert len(set(acked)) <= n <= len(set(acked)) + 4 * 2
     finally:
         restarted.stop()
 
@@ -84,7 +89,7 @@ def test_hot_swap_under_concurrent_requests(trained_copy: Path) -> None:
         s = make_settings(trained_copy)
         result = training.train(
             Store.open(s),
-            Registry(s.mlflow_uri, s.model_name, s.mlflow_artifacts_dir),
+            Registry.from_settings(s),
             training.TrainConfig(params={"n_estimators": 10}),
         )
         deadline = time.time() + 15
@@ -114,7 +119,7 @@ def test_new_data_and_training_serve_without_restart(api_server: ApiServer) -> N
         before = http.post("/predict", json={"records": RECORDS[:1]}).json()["model_version"]
         s = make_settings(api_server.data_dir)
         store = Store.open(s)
-        result = training.train(store, Registry(s.mlflow_uri, s.model_name, s.mlflow_artifacts_dir))
+        result = training.train(store, Registry.from_settings(s))
         assert result.n_train + result.n_test == len(store.labeled_rows(result.snapshot_id))
         deadline = time.time() + 10
         version = before
@@ -131,5 +136,5 @@ def test_bootstrap_store_from_api(tmp_path: Path) -> None:
     rows = demo.demo_split().train.head(300)
     ingest(store, records=demo.records(rows), labels=rows["affair"].tolist())
     s = make_settings(data)
-    result = training.train(store, Registry(s.mlflow_uri, s.model_name, s.mlflow_artifacts_dir))
+    result = training.train(store, Registry.from_settings(s))
     assert result.promoted and result.n_train == 240

@@ -32,7 +32,7 @@ def test_train_notebook_seeds_an_empty_store_and_registers(settings: Settings) -
     out = run_notebook("train", settings, {"n_estimators": 5, "max_depth": 4})
     result = json.loads(out.with_suffix(".json").read_text())
     assert out.exists() and out.parent == settings.runs_dir
-    registry = Registry(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+    registry = Registry.from_settings(settings)
     assert registry.alias_version(CHAMPION) == result["version"] == "1"
     assert registry.version("1").params["n_estimators"] == "5"
     store = Store.open(settings)

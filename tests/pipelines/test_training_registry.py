@@ -45,7 +45,7 @@ def test_calibration_error_of_a_calibrated_and_an_overconfident_model() -> None:
 def test_registry_round_trip(trained_copy: Path) -> None:
     s = make_settings(trained_copy)
     store = Store.open(s)
-    registry = Registry(s.mlflow_uri, s.model_name, s.mlflow_artifacts_dir)
+    registry = Registry.from_settings(s)
     result = training.train(
         store, registry, training.TrainConfig(params={"n_estimators": 15}), promote=False
     )
@@ -69,7 +69,7 @@ def test_registry_round_trip(trained_copy: Path) -> None:
 def test_promote_and_rollback_write_the_audit_trail(trained_copy: Path) -> None:
     s = make_settings(trained_copy)
     store = Store.open(s)
-    registry = Registry(s.mlflow_uri, s.model_name, s.mlflow_artifacts_dir)
+    registry = Registry.from_settings(s)
     v2 = training.train(
         store, registry, training.TrainConfig(params={"n_estimators": 5}), promote=False
     ).version
@@ -127,7 +127,7 @@ def test_training_uses_human_labels_on_predictions(trained_copy: Path) -> None:
 def test_rollbacks_walk_back_through_history(trained_copy: Path) -> None:
     s = make_settings(trained_copy)
     store = Store.open(s)
-    registry = Registry(s.mlflow_uri, s.model_name, s.mlflow_artifacts_dir)
+    registry = Registry.from_settings(s)
     config = training.TrainConfig(params={"n_estimators": 3})
     v2 = training.train(store, registry, config).version  # promotes 1 -> v2
     v3 = training.train(store, registry, config).version  # promotes v2 -> v3
