@@ -37,6 +37,25 @@ from pipelines.store.store import WindowBounds
 logger = logging.getLogger(__name__)
 
 PREDICTION, LABEL = "prediction", "label"
+
+# What `drift_results` keeps of each column's result (the run's own fields are added to each).
+_PER_COLUMN = (
+    "feature",
+    "kind",
+    "role",
+    "test",
+    "statistic",
+    "p_value",
+    "p_adjusted",
+    "effect_metric",
+    "effect_size",
+    "threshold",
+    "drifted",
+    "status",
+    "missing_share",
+    "n_reference",
+    "n_current",
+)
 # Windows larger than this are read from the store one column at a time (see StoreWindow).
 COLUMNWISE_ABOVE_ROWS = 5_000_000
 
@@ -196,11 +215,10 @@ class Monitor:
         started = time.perf_counter()
         model = model or self.champion()
         profile, names = self.reference(model)
-        limit = (
-            None
-            if (since or until) and window_size is None
-            else (window_size or self.settings.window_size)
-        )
+        if window_size is None and (since or until):
+            limit = None  # a time range without a size: the whole range
+        else:
+            limit = window_size or self.settings.window_size
         window = StoreWindow(
             self.store,
             self.store.window_bounds(limit=limit, since=since, until=until),
@@ -227,36 +245,18 @@ class Monitor:
                 end,
             )
         report = check_drift(profile, window, policy)
-        now = utcnow()
-        records = [
-            {
-                "run_id": run_id,
-                "ts": now,
-                "model_version": model.version,
-                "window_start": start,
-                "window_end": end,
-                "n_reference": r["n_reference"],
-                "n_current": r["n_current"],
-                "feature": r["feature"],
-                "kind": r["kind"],
-                "test": r["test"],
-                "statistic": r["statistic"],
-                "p_value": r["p_value"],
-                "p_adjusted": r["p_adjusted"],
-                "effect_size": r["effect_size"],
-                "effect_metric": r["effect_metric"],
-                "threshold": r["threshold"],
-                "drifted": r["drifted"],
-                "dataset_drift": report.dataset_drift,
-                "drift_share": report.drift_share,
-                "role": r["role"],
-                "status": r["status"],
-                "missing_share": r["missing_share"],
-                "method": report.method,
-                "trigger": trigger,
-            }
-            for r in report.to_records()
-        ]
+        run = {
+            "run_id": run_id,
+            "ts": utcnow(),
+            "model_version": model.version,
+            "window_start": start,
+            "window_end": end,
+            "dataset_drift": report.dataset_drift,
+            "drift_share": report.drift_share,
+            "method": report.method,
+            "trigger": trigger,
+        }
+        records = [{**run, **{k: r[k] for k in _PER_COLUMN}} for r in report.to_records()]
         if save:
             self.store.add_drift_results(records)
         result = CheckResult(
@@ -364,10 +364,6 @@ def latest_summary(store: Store) -> dict[str, Any]:
         "drifted_features": [r["feature"] for r in rows if r["drifted"] and r["role"] == "feature"],
         "features": rows,
     }
-
-
-def reports_dir(settings: Settings) -> Path:
-    return settings.reports_dir
 
 
 def frames(monitor: Monitor, model: ServingModel, window_size: int) -> tuple[Any, Any]:

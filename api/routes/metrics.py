@@ -19,6 +19,7 @@ def prometheus(state: StateDep) -> Response:
     m = state.metrics
     if serving is not None and serving.version.isdigit():
         m.model_version.set(int(serving.version))
+    m.log_pending.set(state.log.pending_rows)
     # Drift and accuracy live in the store (other processes write them): read them per scrape.
     latest = latest_summary(state.store)
     for row in latest["features"]:

@@ -99,6 +99,12 @@ class PredictionLog:
         if full:
             self._wake.set()
 
+    @property
+    def pending_rows(self) -> int:
+        """Acknowledged predictions not yet in the lake."""
+        with self._lock:
+            return len(self._pending_ids)
+
     def is_pending(self, prediction_id: str) -> bool:
         """True while a prediction is acknowledged but not yet in the lake."""
         with self._lock:

@@ -85,6 +85,7 @@ def test_health_status_and_prometheus(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'driftlab_predictions_total{model_version="1"} 5.0' in text
     assert "driftlab_predict_latency_seconds_bucket" in text
+    assert "driftlab_prediction_log_pending_rows" in text
 
 
 def test_ingest_stream_ndjson_and_single(client: TestClient) -> None:

@@ -43,11 +43,11 @@ def test_flush_writes_one_commit_and_clears_the_spool(store: Store, tmp_path: Pa
     snap = store.snapshot_id()
     for i in range(10):
         log.append(chunk([f"a{i}", f"b{i}"]))
-    assert log.is_pending("a3")
+    assert log.is_pending("a3") and log.pending_rows == 20
     assert sum(p.stat().st_size for p in (tmp_path / "spool").iterdir()) > 0
     assert log.flush() == 20
     assert store.snapshot_id() == snap + 1  # twenty rows, one commit
-    assert not log.is_pending("a3")
+    assert not log.is_pending("a3") and log.pending_rows == 0
     assert store.existing_prediction_ids([f"a{i}" for i in range(10)]) == {
         f"a{i}" for i in range(10)
     }
