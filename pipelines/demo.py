@@ -5,8 +5,8 @@ Fair's 1974 Redbook survey of 6,366 married women (`statsmodels.datasets.fair`):
 occupation) and whether the respondent reported an extramarital affair. The shift is the real
 difference between cohorts: the model is trained on women under 32, and the stream then brings
 women of 32 and over, whose features (age, years married, children) and whose base rate of the
-label (27% → 40%) both differ. A model trained on the young cohort loses ~8 points of accuracy
-on the older one, which retraining with their labels wins back.
+label (27% → 40%) both differ: the default forest trained on the young cohort scores 0.74 on
+unseen young women and 0.65 on the older ones (tests/pipelines/test_demo.py asserts the gap).
 """
 
 from __future__ import annotations
