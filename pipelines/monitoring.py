@@ -305,7 +305,8 @@ class StoreWindow(Mapping[str, Any]):
         self.bounds = bounds
         self._read = [n for n in names if n != LABEL]  # the label comes from the feedback
         self.columnwise = bounds.n_rows > columnwise_above
-        self._table: pa.Table | None = None
+        self._columns: dict[str, pa.ChunkedArray | np.ndarray] | None = None
+        self._read_lock = threading.Lock()
         self._labeled: pa.Table | None = None
 
     @property
@@ -329,20 +330,29 @@ class StoreWindow(Mapping[str, Any]):
             raise KeyError(name)
         if self.columnwise:
             column = self.store.window_columns(self.bounds, [name]).column(0)
-            if pa.types.is_floating(column.type):
-                # One contiguous copy (nulls → NaN, as the engine reads them) lets the Arrow
-                # chunks go now rather than after the column's tests: 0.4 GB less per worker.
-                return column.to_numpy()
-            return column
-        if self._table is None:
-            self._table = self.store.window_columns(self.bounds, self._read)
-        return self._table.column(name)
+            # One contiguous copy lets the Arrow chunks go now rather than after the column's
+            # tests: 0.4 GB less per worker at 50M rows.
+            return _contiguous(column)
+        if self._columns is None:
+            with self._read_lock:  # the engine's worker threads ask at once: read once
+                if self._columns is None:
+                    table = self.store.window_columns(self.bounds, self._read)
+                    # Numbers as contiguous numpy once, here: the engine's threads then do pure
+                    # numpy work (1M rows: 0.83 s end to end instead of 1.06-1.23 s).
+                    self._columns = {n: _contiguous(table.column(n)) for n in self._read}
+        return self._columns[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter([*self._read, LABEL])
 
     def __len__(self) -> int:
         return len(self._read) + 1
+
+
+def _contiguous(column: pa.ChunkedArray) -> pa.ChunkedArray | np.ndarray:
+    """Numbers as one float numpy array (nulls become NaN, as the engine reads them); text
+    stays Arrow, which the engine counts with Arrow's own value_counts."""
+    return column.to_numpy() if pa.types.is_floating(column.type) else column
 
 
 def latest_summary(store: Store) -> dict[str, Any]:
