@@ -383,8 +383,10 @@ def frames(monitor: Monitor, model: ServingModel, window_size: int) -> tuple[Any
     rows = monitor.store.labeled_rows(model.snapshot_id)
     names = [f.name for f in model.schema.features]
     reference = pd.DataFrame({n: rows.columns[n] for n in names})
-    window = monitor.store.prediction_window(limit=window_size)
-    current = window.select(names).to_pandas()
+    # The same window selection as `Monitor.check` (snapshot-pinned, same tie-break at the
+    # cutoff), so Evidently's report and ours look at the same rows.
+    bounds = monitor.store.window_bounds(limit=window_size)
+    current = monitor.store.window_columns(bounds, names).to_pandas()
     return reference, current
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.schema import FeatureSchema, SchemaError
 from pipelines.settings import Settings
@@ -186,8 +187,6 @@ class Store:
         if labels is not None and len(labels) != n:
             raise SchemaError(f"{len(labels)} labels for {n} rows")
         batch_id = batch_id or new_id()
-        import pyarrow.compute as pc
-
         # Arrow builds the per-row ids and the repeated values itself: Python lists of n items
         # were a large share of a big batch's time.
         numbers = pa.array(np.arange(n)).cast(pa.string())
@@ -331,9 +330,12 @@ class Store:
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
     ) -> pa.Table:
-        """The current window for drift and performance: the last `limit` predictions (or a time
-        range), one flat column per feature plus `prediction`, `label` (latest human label, if
-        any), `model_version` and `ts`. The selection and the join run in DuckDB."""
+        """The last `limit` predictions (or a time range) in one query: one flat column per
+        feature plus `prediction`, `label` (latest human label, if any), `model_version`, `ts`.
+
+        Monitoring reads windows through `window_bounds` + `window_columns`, which scale past
+        memory; this plain version is the reference the tests hold that path to.
+        """
         schema = self.dataset_schema()
         if schema is None:
             raise SchemaError("the store holds no data yet")
