@@ -34,6 +34,8 @@ async def run_check(
     window_size: Annotated[int | None, Query(ge=1, le=50_000_000)] = None,
 ) -> dict[str, Any]:
     """Run a drift + performance check on the current window now and store its results."""
+    # "Now" includes what this process acknowledged moments ago and has not flushed yet.
+    await run_in_threadpool(state.log.flush)
     try:
         result = await run_in_threadpool(
             state.monitor.check, window_size=window_size, trigger="api"
