@@ -10,7 +10,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routes import feedback, health, ingest, inspection, metrics, models, monitoring, predict
+from api.routes import (
+    feedback,
+    health,
+    ingest,
+    inspection,
+    labeling,
+    metrics,
+    models,
+    monitoring,
+    predict,
+    retraining,
+)
 from api.state import AppState
 from pipelines.settings import Settings, get_settings
 
@@ -45,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
-    for module in (health, ingest, predict, feedback, models, inspection, metrics, monitoring):
+    routers = (health, ingest, predict, feedback, models, inspection, metrics, monitoring)
+    for module in (*routers, labeling, retraining):
         app.include_router(module.router)
     return app

@@ -119,6 +119,59 @@ def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    """Run notebooks/retrain.ipynb: challenger, gate, promotion (one run at a time)."""
+    from pipelines import retrainer
+    from pipelines.notebooks import run_notebook
+    from pipelines.store import Store
+
+    params: dict[str, Any] = {
+        "trigger": args.trigger,
+        "who": args.who,
+        "reasons_json": args.reasons,
+        "event_id": args.event_id or "",
+        "estimator": args.estimator or "",
+        "promote": not args.no_promote,
+    }
+    if args.optuna_trials is not None:
+        params["optuna_trials"] = args.optuna_trials
+    if args.optuna_timeout is not None:
+        params["optuna_timeout"] = args.optuna_timeout
+    # The lock is held here, around the kernel: a lock the kernel took would leave a gap
+    # between the trigger's check and the run. `--lock-fd` is one `trigger` already took.
+    if args.lock_fd is not None:
+        fd = args.lock_fd
+    else:
+        try:
+            fd = retrainer.acquire(settings)
+        except retrainer.RetrainBusy as exc:
+            logger.error("%s", exc)
+            return 3
+    params["hold_lock"] = False
+    try:
+        out = run_notebook("retrain", settings, params)
+    except Exception as exc:
+        # A kernel that died before the run recorded anything would leave its event queued.
+        if args.event_id:
+            store = Store.open(settings)
+            runs = store.retraining_runs(limit=1, event_id=args.event_id)
+            if runs and runs[0]["status"] in {"queued", "running"}:
+                store.add_retraining_event(
+                    {
+                        "event_id": args.event_id,
+                        "trigger": args.trigger,
+                        "who": args.who,
+                        "status": "failed",
+                        "error": f"{type(exc).__name__}: {exc}"[:2000],
+                    }
+                )
+        raise
+    finally:
+        os.close(fd)
+    _print({**json.loads(out.with_suffix(".json").read_text()), "notebook": str(out)})
+    return 0
+
+
 def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.registry import Registry
     from pipelines.store import Store
@@ -256,7 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-evidently", action="store_true", help="skip the Evidently HTML report")
     p.set_defaults(func=cmd_drift)
 
-    p = sub.add_parser("worker", help="scheduled drift checks and compaction")
+    p = sub.add_parser("retrain", help="retrain, gate and promote (runs notebooks/retrain.ipynb)")
+    p.add_argument("--trigger", default="manual", help="what started it (kept in the audit)")
+    p.add_argument("--who", default=os.environ.get("USER", "cli"), help="who asked for it")
+    p.add_argument("--reasons", default="[]", help="JSON list of reasons")
+    p.add_argument("--event-id", help="the run's id (set by `trigger`)")
+    p.add_argument("--estimator", help="estimator (default: the champion's)")
+    p.add_argument("--optuna-trials", type=int, help="Optuna trials (0: no search)")
+    p.add_argument("--optuna-timeout", type=float, help="seconds the search may take")
+    p.add_argument("--no-promote", action="store_true", help="register the challenger only")
+    p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # inherited from `trigger`
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("worker", help="drift checks, the labeling queue, retraining, compaction")
     p.add_argument("--once", action="store_true", help="one round, then exit")
     p.set_defaults(func=cmd_worker)
 

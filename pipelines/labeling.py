@@ -23,9 +23,8 @@ log, so nothing is lost; the next window can pick newer ones).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 from scipy.special import entr
@@ -41,7 +40,6 @@ __all__ = [
     "entropy",
     "informativeness",
     "margin",
-    "rank_queue",
     "select_for_queue",
 ]
 
@@ -50,8 +48,6 @@ METHODS: tuple[str, ...] = get_args(Method)
 
 BUDGET_WINDOW_S = 3600.0
 """The rolling window ``QueuePolicy.budget_per_hour`` applies to, in seconds."""
-
-M = TypeVar("M", bound=Mapping[str, Any])
 
 
 def _matrix(proba: np.ndarray) -> np.ndarray:
@@ -140,26 +136,6 @@ def select_for_queue(
     return candidates[order[:budget_left]]
 
 
-def rank_queue(items: Sequence[M]) -> list[M]:
-    """Pending queue items ordered most informative first, older first on ties.
-
-    Args:
-        items: Mappings with ``"score"`` (informativeness; None or NaN ranks last) and
-            ``"enqueued_at"`` (epoch seconds or anything comparable, e.g. datetimes).
-
-    Returns:
-        A new list; items tying on both keys keep their input order (the sort is stable).
-    """
-
-    def key(item: M) -> tuple[bool, float, Any]:
-        score = item.get("score")
-        if score is None or math.isnan(score):
-            return (True, 0.0, item["enqueued_at"])
-        return (False, -float(score), item["enqueued_at"])
-
-    return sorted(items, key=key)
-
-
 @dataclass(frozen=True)
 class QueuePolicy:
     """What enters the labeling queue.
@@ -184,6 +160,15 @@ class QueuePolicy:
         if not 0.0 <= self.band.low < self.band.high <= 1.0:
             raise ValueError("the band needs 0 <= low < high <= 1")
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> QueuePolicy:
+        """The policy configured by `Settings` (`DRIFTLAB_QUEUE_*`, `DRIFTLAB_UNCERTAINTY_*`)."""
+        return cls(
+            method=settings.queue_method,
+            band=Band(settings.uncertainty_low, settings.uncertainty_high),
+            budget_per_hour=settings.queue_budget_per_hour,
+        )
+
     def budget_left(self, enqueued_last_hour: int) -> int:
         """How many items may still be enqueued, given those enqueued in the last hour."""
         return max(0, self.budget_per_hour - enqueued_last_hour)
@@ -197,7 +182,7 @@ class QueuePolicy:
 
         Returns:
             ``(indices, scores)``: indices as in ``select_for_queue``, scores for all rows
-            (stored with the queue items so ``rank_queue`` can order them later).
+            (stored with the queue items; ``Store.queue_items`` serves them in that order).
         """
         scores = informativeness(proba, self.method)
         mask = self.band.uncertain(confidence(proba))

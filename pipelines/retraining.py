@@ -36,10 +36,13 @@ __all__ = [
     "LOWER_IS_BETTER",
     "Conditions",
     "Decision",
+    "FIXED",
     "GateResult",
+    "RECENT",
     "RetrainPolicy",
     "decide",
     "gate",
+    "gate_sets",
 ]
 
 LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
@@ -100,6 +103,21 @@ class RetrainPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RetrainPolicy:
+        """The policy configured by `Settings` (`DRIFTLAB_RETRAIN_*`, `DRIFTLAB_GATE_*`)."""
+        return cls(
+            min_new_labels=settings.retrain_min_new_labels,
+            drift_share_threshold=settings.drift_share_threshold,
+            fail_threshold=settings.retrain_fail_threshold,
+            accuracy_floor=settings.retrain_accuracy_floor,
+            min_feedback=settings.retrain_min_feedback,
+            cooldown_s=settings.retrain_cooldown,
+            gate_margin=settings.gate_margin,
+            class_tolerance=settings.gate_class_tolerance,
+            primary_metric=settings.gate_metric,
+        )
 
 
 @dataclass(frozen=True)
@@ -170,11 +188,13 @@ class GateResult:
         promote: Whether the challenger may become champion.
         reasons: Every check's outcome as a sentence, failed ones first.
         deltas: Challenger minus champion for every metric both have.
+        failures: How many of ``reasons`` (the first ones) are failed checks.
     """
 
     promote: bool
     reasons: list[str] = field(default_factory=list)
     deltas: dict[str, float] = field(default_factory=dict)
+    failures: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -259,6 +279,8 @@ def gate(
     champion_metrics: Mapping[str, Any],
     challenger_metrics: Mapping[str, Any],
     policy: RetrainPolicy | None = None,
+    *,
+    margin: float | None = None,
 ) -> GateResult:
     """Whether the challenger may replace the champion.
 
@@ -270,8 +292,11 @@ def gate(
         champion_metrics: The champion's held-out metrics.
         challenger_metrics: The challenger's on the same data.
         policy: The thresholds; the defaults when None.
+        margin: Overrides ``policy.gate_margin``; a negative margin is a non-inferiority
+            check (the challenger may lose at most that much).
     """
     p = policy or RetrainPolicy()
+    need = p.gate_margin if margin is None else margin
     failed: list[str] = []
     passed: list[str] = []
 
@@ -293,9 +318,9 @@ def gate(
         gain = old - new if lower else new - old
         text = (
             f"{m} {old:.4f} → {new:.4f} ({'lower is better, ' if lower else ''}"
-            f"gain {gain:+.4f}, margin {p.gate_margin:.4f})"
+            f"gain {gain:+.4f}, margin {need:.4f})"
         )
-        (passed if gain >= p.gate_margin - _EPS else failed).append(text)
+        (passed if gain >= need - _EPS else failed).append(text)
 
     champion_classes = [k for k in champion_metrics if k.startswith(RECALL_PREFIX)]
     if not champion_classes:
@@ -328,4 +353,56 @@ def gate(
         if key.startswith(RECALL_PREFIX) and key not in champion_metrics:
             passed.append(f"class {key[len(RECALL_PREFIX) :]!r} is new: no champion recall")
 
-    return GateResult(promote=not failed, reasons=failed + passed, deltas=deltas)
+    return GateResult(
+        promote=not failed, reasons=failed + passed, deltas=deltas, failures=len(failed)
+    )
+
+
+FIXED, RECENT = "fixed", "recent"
+"""The evaluation sets of a retrain: rows held out of the original data, and held-out human
+labels on recent predictions (the population the model now serves)."""
+
+
+def gate_sets(
+    champion: Mapping[str, Mapping[str, Any]],
+    challenger: Mapping[str, Mapping[str, Any]],
+    policy: RetrainPolicy | None = None,
+    *,
+    min_recent: int = 30,
+) -> GateResult:
+    """The promotion gate over a retrain's two evaluation sets.
+
+    With at least ``min_recent`` recent labeled rows, the challenger must beat the champion on
+    them (where the drift is) by the margin, and must not lose more than ``class_tolerance`` on
+    the fixed held-out rows (where the champion came from): superiority on the new population,
+    non-inferiority on the old. With fewer recent rows, the plain ``gate`` on the fixed set
+    decides. Each set maps to ``training.evaluate`` metrics plus ``n`` (its row count).
+
+    Args:
+        champion: ``{"fixed": metrics, "recent": metrics}``; "recent" may be absent.
+        challenger: The same sets, evaluated for the challenger.
+        policy: The thresholds; the defaults when None.
+        min_recent: Recent rows needed before they decide.
+    """
+    p = policy or RetrainPolicy()
+    n_recent = int(_number(champion.get(RECENT, {}), "n") or 0)
+    if n_recent < min_recent:
+        result = gate(champion.get(FIXED, {}), challenger.get(FIXED, {}), p)
+        note = f"[{FIXED}] decides: {n_recent} recent labeled rows < {min_recent}"
+        tagged = [f"[{FIXED}] {r}" for r in result.reasons]
+        failed, passed = tagged[: result.failures], tagged[result.failures :]
+        return GateResult(
+            result.promote,
+            [*failed, note, *passed],
+            {f"{FIXED}.{k}": v for k, v in result.deltas.items()},
+            result.failures,
+        )
+    better = gate(champion[RECENT], challenger.get(RECENT, {}), p)
+    no_worse = gate(
+        champion.get(FIXED, {}), challenger.get(FIXED, {}), p, margin=-p.class_tolerance
+    )
+    tagged = [(RECENT, better), (FIXED, no_worse)]
+    failed = [f"[{t}] {r}" for t, res in tagged for r in res.reasons[: res.failures]]
+    passed = [f"[{t}] {r}" for t, res in tagged for r in res.reasons[res.failures :]]
+    deltas = {f"{t}.{k}": v for t, res in tagged for k, v in res.deltas.items()}
+    return GateResult(better.promote and no_worse.promote, failed + passed, deltas, len(failed))

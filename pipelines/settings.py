@@ -62,6 +62,47 @@ class Settings(BaseSettings):
     )
     compact_interval: float = Field(3600.0, description="Seconds between the worker's compactions.")
 
+    queue_method: str = Field(
+        "margin", description="Informativeness that ranks the queue: margin, entropy, confidence."
+    )
+    queue_budget_per_hour: int = Field(
+        100, ge=0, description="Most predictions enqueued for labeling per rolling hour."
+    )
+    queue_interval: float = Field(
+        10.0, description="Seconds between the worker's scans for uncertain predictions."
+    )
+    retrain_min_new_labels: int = Field(
+        50, ge=0, description="New labels needed before drift triggers a retrain."
+    )
+    retrain_fail_threshold: int = Field(
+        10, ge=0, description="Errors on one class (labels, feedback) that trigger a retrain."
+    )
+    retrain_accuracy_floor: float = Field(
+        0.6, ge=0, le=1, description="Live accuracy from feedback below this triggers a retrain."
+    )
+    retrain_min_feedback: int = Field(
+        30, ge=0, description="Labeled predictions needed before live accuracy counts."
+    )
+    retrain_cooldown: float = Field(
+        600.0, ge=0, description="Seconds after a retrain before another may start."
+    )
+    retrain_auto: bool = Field(
+        True, description="The worker starts a retrain when the policy says so."
+    )
+    retrain_optuna_trials: int = Field(
+        0, ge=0, description="Optuna trials per retrain (0: the champion's hyperparameters)."
+    )
+    retrain_optuna_timeout: float = Field(
+        60.0, gt=0, description="Seconds an Optuna search may take at most."
+    )
+    gate_metric: str = Field("macro_f1", description="Metric the promotion gate compares.")
+    gate_margin: float = Field(
+        0.005, ge=0, description="How much the challenger must beat the champion by."
+    )
+    gate_class_tolerance: float = Field(
+        0.05, ge=0, le=1, description="Most any class's recall may drop on promotion."
+    )
+
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()

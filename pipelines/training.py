@@ -2,12 +2,19 @@
 
 The training set is every labeled row at one DuckLake snapshot (ingested batches plus human
 labels), so the snapshot id recorded with the model is enough to read it back exactly.
+
+Which rows are held out is decided by a hash of each row's id (`heldout_mask`), not by a random
+split of whatever the snapshot holds: a row held out once is held out from every later model
+too, so a champion and a challenger trained on different snapshots are compared on rows
+neither has seen (the promotion gate relies on it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,9 +27,9 @@ from sklearn.ensemble import (
 )
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, log_loss, recall_score
-from sklearn.model_selection import train_test_split
 
 from pipelines.registry import CHAMPION, Registry
+from pipelines.retraining import LOWER_IS_BETTER
 from pipelines.schema import FeatureSchema, SchemaError
 from pipelines.store import LabeledRows, Store
 
@@ -163,6 +170,25 @@ def train(
     )
 
 
+def heldout_mask(record_ids: Sequence[str], share: float) -> np.ndarray:
+    """True for the rows held out from training: a stable hash of the id below `share`.
+
+    The same id gets the same answer in every process and every later snapshot (unlike
+    Python's salted `hash`), so held-out rows never leak into a later model's training set.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"the held-out share must be within (0, 1), got {share}")
+    cut = int(share * 2**32)
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(i.encode(), digest_size=4).digest(), "big") < cut
+            for i in record_ids
+        ),
+        dtype=bool,
+        count=len(record_ids),
+    )
+
+
 def fit(
     data: LabeledRows, schema: FeatureSchema, config: TrainConfig
 ) -> tuple[Any, FeatureSchema, dict[str, float], bytes | None, int, int]:
@@ -171,11 +197,10 @@ def fit(
     model_schema = schema.with_training_facts(data.columns, labels.tolist())
     x = model_schema.encode(data.columns)
     classes = np.array(model_schema.classes)
-    counts = np.unique(labels, return_counts=True)[1]
-    stratify = labels if len(classes) > 1 and counts.min() >= 2 else None
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, labels, test_size=config.test_size, random_state=config.random_state, stratify=stratify
-    )
+    test = heldout_mask(data.record_ids, config.test_size)
+    if test.all() or not test.any():
+        raise SchemaError(f"{len(labels)} labeled rows are too few to hold some out")
+    x_tr, x_te, y_tr, y_te = x[~test], x[test], labels[~test], labels[test]
     estimator = config.build().fit(x_tr, y_tr)
     if list(estimator.classes_) != list(classes):
         raise SchemaError("every class needs training rows; some class is missing from the split")
@@ -189,3 +214,85 @@ def fit(
             logger.warning("ONNX differs from scikit-learn by %.2g: serving sklearn", diff)
             onnx_model = None
     return estimator, model_schema, metrics, onnx_model, len(y_tr), len(y_te)
+
+
+SEARCH_SPACES: dict[str, dict[str, tuple[str, float, float]]] = {
+    "random_forest": {
+        "n_estimators": ("int", 50, 300),
+        "max_depth": ("int", 3, 20),
+        "min_samples_leaf": ("int", 1, 20),
+    },
+    "extra_trees": {
+        "n_estimators": ("int", 50, 300),
+        "max_depth": ("int", 3, 20),
+        "min_samples_leaf": ("int", 1, 20),
+    },
+    "hist_gradient_boosting": {
+        "learning_rate": ("log", 0.01, 0.3),
+        "max_depth": ("int", 2, 12),
+        "min_samples_leaf": ("int", 5, 100),
+    },
+    "logistic_regression": {"C": ("log", 1e-3, 100.0)},
+}
+
+
+def search(
+    data: LabeledRows,
+    schema: FeatureSchema,
+    config: TrainConfig,
+    *,
+    trials: int,
+    timeout_s: float,
+    metric: str = "macro_f1",
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """An Optuna (TPE) search over the estimator's hyperparameters, budgeted by trials and time.
+
+    Trials are scored on a validation cut of the *training* rows (the held-out rows stay unseen:
+    the gate compares models on them). Returns the config with the best parameters and a summary.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = SEARCH_SPACES.get(config.estimator)
+    if not space:
+        raise ValueError(f"no search space for {config.estimator!r}")
+    labels = np.array([schema.label_from_store(v) for v in data.labels])
+    model_schema = schema.with_training_facts(data.columns, labels.tolist())
+    x = model_schema.encode(data.columns)
+    classes = np.array(model_schema.classes)
+    train_rows = ~heldout_mask(data.record_ids, config.test_size)
+    ids = [r for r, keep in zip(data.record_ids, train_rows, strict=True) if keep]
+    x, labels = x[train_rows], labels[train_rows]
+    # A second hash cut (salted differently) carves the validation rows out of the training ones.
+    val = heldout_mask([f"validation:{i}" for i in ids], 0.25)
+
+    def objective(trial: Any) -> float:
+        params = {
+            name: trial.suggest_int(name, int(lo), int(hi))
+            if kind == "int"
+            else trial.suggest_float(name, lo, hi, log=kind == "log")
+            for name, (kind, lo, hi) in space.items()
+        }
+        candidate = TrainConfig(config.estimator, {**config.params, **params}, config.test_size)
+        model = candidate.build().fit(x[~val], labels[~val])
+        if list(model.classes_) != list(classes):
+            return np.inf if lower else -np.inf
+        return evaluate(model.predict_proba(x[val]), labels[val], classes)[metric]
+
+    sampler = optuna.samplers.TPESampler(seed=config.random_state)
+    lower = metric in LOWER_IS_BETTER
+    study = optuna.create_study(direction="minimize" if lower else "maximize", sampler=sampler)
+    study.optimize(objective, n_trials=trials, timeout=timeout_s)
+    best = TrainConfig(
+        config.estimator,
+        {**config.params, **study.best_params},
+        config.test_size,
+        config.random_state,
+    )
+    summary = {
+        "trials": len(study.trials),
+        "best_value": float(study.best_value),
+        "best_params": study.best_params,
+        "metric": metric,
+    }
+    return best, summary

@@ -1,9 +1,14 @@
-"""The worker: scheduled drift checks and store upkeep, in its own process.
+"""The worker: the loop's schedule, in its own process.
 
-Every `check_interval` seconds it runs a drift + performance check if at least `min_samples`
-predictions arrived since the last one, and every `compact_interval` seconds it compacts the
-lake (keeping every snapshot a registered model was trained on). It only reads the
-predictions table and writes small result batches, so it never slows the API.
+* every `queue_interval` seconds: move the most informative uncertain predictions into the
+  labeling queue (`queue.refresh`; one enqueuer keeps the hourly budget exact);
+* every `check_interval` seconds: a drift + performance check if at least `min_samples`
+  predictions arrived since the last one, then the retraining decision, which starts a retrain
+  in the background when the policy says so (`retrain_auto`);
+* every `compact_interval` seconds: compact the lake (keeping every snapshot a registered
+  model was trained on).
+
+It only reads the predictions table and writes small batches, so it never slows the API.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines import queue, retrainer
+from pipelines.labeling import QueuePolicy
 from pipelines.monitoring import Monitor
 from pipelines.registry import Registry
 from pipelines.schema import SchemaError
@@ -42,8 +49,9 @@ class Worker:
         return cls(settings, store, registry)
 
     def tick(self) -> dict[str, Any]:
-        """One round of scheduled work; returns what it did (also logged)."""
-        did: dict[str, Any] = {}
+        """One round of every job (compaction only when due); returns what it did (also
+        logged)."""
+        did: dict[str, Any] = {"queue": self.refresh_queue()}
         new = self.store.predictions_since(self.last_check_at)
         if new >= self.settings.min_samples:
             try:
@@ -56,26 +64,57 @@ class Worker:
             did["drift"] = {
                 "skipped": f"{new} new predictions, fewer than {self.settings.min_samples}"
             }
+        if self.settings.retrain_auto:
+            did["retrain"] = self.maybe_retrain()
         if time.monotonic() - self.last_compact >= self.settings.compact_interval:
             did["compact"] = self.store.compact(self.registry.trained_snapshots())
             self.last_compact = time.monotonic()
         logger.info("worker tick: %s", {k: _short(v) for k, v in did.items()})
         return did
 
+    def refresh_queue(self) -> dict[str, Any]:
+        return {"enqueued": queue.refresh(self.store, QueuePolicy.from_settings(self.settings))}
+
+    def maybe_retrain(self) -> dict[str, Any]:
+        """Ask the retraining policy; start a run in the background if it says so."""
+        verdict = retrainer.check(self.settings, self.store, self.registry)
+        if not verdict["should_retrain"]:
+            keys = ("reasons", "blocked_by", "not_met")
+            return {"started": False, **{k: verdict[k] for k in keys if verdict[k]}}
+        try:
+            run = retrainer.trigger(
+                self.settings,
+                self.store,
+                trigger="worker",
+                who="worker",
+                reasons=verdict["reasons"],
+            )
+        except retrainer.RetrainBusy as exc:
+            return {"started": False, "blocked_by": [str(exc)]}
+        return {"started": True, **run, "reasons": verdict["reasons"]}
+
     def run(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
+        s = self.settings
         logger.info(
-            "worker started: drift check every %.0f s (window %d, min %d new predictions)",
-            self.settings.check_interval,
-            self.settings.window_size,
-            self.settings.min_samples,
+            "worker started: queue every %.0f s, drift check and retraining decision every "
+            "%.0f s (window %d, min %d new predictions)",
+            s.queue_interval,
+            s.check_interval,
+            s.window_size,
+            s.min_samples,
         )
+        next_check = time.monotonic()
         while not stop.is_set():
             try:
-                self.tick()
-            except Exception:  # keep the schedule going; the next tick retries
-                logger.exception("worker tick failed")
-            stop.wait(self.settings.check_interval)
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + s.check_interval
+                    self.tick()
+                else:
+                    self.refresh_queue()
+            except Exception:  # keep the schedule going; the next round retries
+                logger.exception("worker round failed")
+            stop.wait(max(0.0, min(s.queue_interval, next_check - time.monotonic())))
 
 
 def _short(value: Any) -> Any:

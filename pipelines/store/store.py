@@ -267,7 +267,13 @@ class Store:
             cur.unregister("_ids")
         return {r[0] for r in rows}
 
-    def prediction(self, prediction_id: str) -> dict[str, Any] | None:
+    def prediction(
+        self, prediction_id: str, ts: dt.datetime | None = None
+    ) -> dict[str, Any] | None:
+        """One prediction by id. Without its `ts` every file is scanned; with it, only the
+        files whose time range holds it."""
+        if ts is not None:
+            return self._predictions_by_id([prediction_id], ts, ts).get(prediction_id)
         table = self.lake.query(
             "SELECT * FROM lake.predictions WHERE prediction_id = ? LIMIT 1", [prediction_id]
         )
@@ -518,6 +524,268 @@ class Store:
         n, right = int(row[0]), int(row[1])
         return {"n": n, "accuracy": right / n if n else None}
 
+    # -- labeling queue ------------------------------------------------------------------------
+    # `labeling_queue` is an event log: one `enqueued` row per item (with its informativeness
+    # score and the prediction's `ts`, which lets joins prune predictions files), then at most
+    # one `labeled` or `skipped` row. An item's status is its answer, or `pending`.
+
+    def queue_candidates(self, since: dt.datetime) -> pa.Table:
+        """Uncertain predictions logged at or after `since` that never entered the queue."""
+        return self.lake.query(
+            """SELECT prediction_id, ts, model_version, probabilities FROM lake.predictions
+               WHERE uncertain AND ts >= ? AND probabilities IS NOT NULL
+                 AND prediction_id NOT IN (
+                     SELECT prediction_id FROM lake.labeling_queue WHERE prediction_ts >= ?)""",
+            [since, since],
+        )
+
+    def queue_enqueued_since(self, since: dt.datetime) -> int:
+        return int(
+            self.lake.scalar(
+                "SELECT count(*) FROM lake.labeling_queue WHERE event = 'enqueued' AND ts >= ?",
+                [since],
+            )
+        )
+
+    def enqueue(self, rows: pa.Table) -> None:
+        """One commit for a batch of `enqueued` events (prediction_id, score, model_version,
+        prediction_ts)."""
+        n = rows.num_rows
+        if not n:
+            return
+        now = pa.scalar(utcnow(), pa.timestamp("us", tz="UTC"))
+        table = rows.append_column(
+            "event_id", pa.array([new_id() for _ in range(n)], pa.string())
+        ).append_column("event", pa.repeat(pa.scalar("enqueued"), n))
+        table = table.append_column("ts", pa.repeat(now, n))
+        self._insert("labeling_queue", table)
+
+    def queue_items(
+        self, *, status: str | None = "pending", limit: int = 20, offset: int = 0
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """A page of queue items with the prediction each is about.
+
+        Pending items come most informative first (older first on ties: they waited longest);
+        answered ones most recent first. `status` None lists every item, pending first.
+        """
+        state = """
+            WITH q AS (
+                SELECT prediction_id,
+                       min(ts) FILTER (event = 'enqueued') AS enqueued_at,
+                       max(score) FILTER (event = 'enqueued') AS score,
+                       min(prediction_ts) AS prediction_ts,
+                       arg_max(event, ts) FILTER (event <> 'enqueued') AS answer,
+                       arg_max(label, ts) FILTER (event = 'labeled') AS label,
+                       arg_max(who, ts) FILTER (event <> 'enqueued') AS who,
+                       max(ts) FILTER (event <> 'enqueued') AS answered_at
+                FROM lake.labeling_queue GROUP BY prediction_id
+            )
+            SELECT *, coalesce(answer, 'pending') AS status FROM q WHERE enqueued_at IS NOT NULL
+        """
+        where = "TRUE" if status is None else "status = ?"
+        params: list[Any] = [] if status is None else [status]
+        total = int(self.lake.scalar(f"SELECT count(*) FROM ({state}) WHERE {where}", params))
+        page = self.lake.query(
+            f"""SELECT prediction_id, enqueued_at, score, prediction_ts, status, label, who,
+                       answered_at
+                FROM ({state}) WHERE {where}
+                ORDER BY status <> 'pending', -score NULLS LAST, answered_at DESC,
+                         enqueued_at, prediction_id
+                LIMIT ? OFFSET ?""",
+            [*params, int(limit), int(offset)],
+        ).to_pylist()
+        if not page:
+            return total, []
+        found = self._predictions_by_id(
+            [item["prediction_id"] for item in page],
+            min(item["prediction_ts"] for item in page),
+            max(item["prediction_ts"] for item in page),
+        )
+        for item in page:
+            pred = found.get(item["prediction_id"], {})
+            item.update(
+                {k: pred.get(k) for k in _QUEUE_PREDICTION_FIELDS},
+                features=pred.get("features") or {},
+            )
+        return total, page
+
+    def _predictions_by_id(
+        self, ids: list[str], first: dt.datetime, last: dt.datetime
+    ) -> dict[str, dict[str, Any]]:
+        """Predictions by id, looked up only in the files of their time range."""
+        wanted = pa.table({"prediction_id": pa.array(ids, pa.string())})
+        cur = self.lake.cursor()
+        cur.register("_ids", wanted)
+        try:
+            rows = cur.execute(
+                """SELECT * FROM lake.predictions SEMI JOIN _ids USING (prediction_id)
+                   WHERE ts >= ? AND ts <= ?""",
+                [first, last],
+            ).to_arrow_table()
+        finally:
+            cur.unregister("_ids")
+        return {row["prediction_id"]: row for row in rows.to_pylist()}
+
+    def queue_item(self, prediction_id: str) -> dict[str, Any] | None:
+        """The item's queue state: `enqueued_at`, `status`, `prediction_ts`; None if unknown."""
+        row = self.lake.rows(
+            """SELECT min(ts) FILTER (event = 'enqueued'), min(prediction_ts),
+                      arg_max(event, ts) FILTER (event <> 'enqueued')
+               FROM lake.labeling_queue WHERE prediction_id = ?""",
+            [prediction_id],
+        )[0]
+        if row[0] is None:
+            return None
+        return {"enqueued_at": row[0], "prediction_ts": row[1], "status": row[2] or "pending"}
+
+    def answer_queue_item(
+        self,
+        prediction_id: str,
+        *,
+        event: str,
+        label: str | None,
+        correct: bool | None,
+        who: str,
+        model_version: str | None,
+    ) -> str | None:
+        """Record a human's answer to a pending item in one commit: the queue event and, for a
+        label, the feedback row that makes it training data.
+
+        The pending check runs inside the write, under the store's write lock, so two people
+        answering the same item at once record one answer. Returns None when recorded, or the
+        item's status when it was not pending (`missing` for an unknown id).
+        """
+        if event not in {"labeled", "skipped"}:
+            raise ValueError(f"unknown queue event {event!r}")
+
+        def answer(cur: duckdb.DuckDBPyConnection) -> str | None:
+            enqueued, answered = cur.execute(
+                """SELECT count(*) FILTER (event = 'enqueued'),
+                          arg_max(event, ts) FILTER (event <> 'enqueued')
+                   FROM lake.labeling_queue WHERE prediction_id = ?""",
+                [prediction_id],
+            ).fetchall()[0]
+            if not enqueued:
+                return "missing"
+            if answered is not None:
+                return str(answered)
+            now = utcnow()
+            cur.execute(
+                """INSERT INTO lake.labeling_queue
+                   (event_id, prediction_id, event, label, who, model_version, ts)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                [new_id(), prediction_id, event, label, who, model_version, now],
+            )
+            if label is not None:
+                cur.execute(
+                    """INSERT INTO lake.feedback
+                       (feedback_id, prediction_id, label, correct, source, who, model_version, ts)
+                       VALUES (?, ?, ?, ?, 'labeling-queue', ?, ?, ?)""",
+                    [new_id(), prediction_id, label, correct, who, model_version, now],
+                )
+            return None
+
+        return self.lake.write(answer, what="answer queue item")
+
+    def queue_progress(self, since: dt.datetime) -> dict[str, int]:
+        """Pending items, and items labeled or skipped since `since`."""
+        row = self.lake.rows(
+            """WITH q AS (
+                   SELECT prediction_id,
+                          count(*) FILTER (event = 'enqueued') AS enqueued,
+                          arg_max(event, ts) FILTER (event <> 'enqueued') AS answer,
+                          max(ts) FILTER (event <> 'enqueued') AS answered_at
+                   FROM lake.labeling_queue GROUP BY prediction_id
+               )
+               SELECT count(*) FILTER (enqueued > 0 AND answer IS NULL),
+                      count(*) FILTER (answer = 'labeled' AND answered_at >= ?),
+                      count(*) FILTER (answer = 'skipped' AND answered_at >= ?)
+               FROM q""",
+            [since, since],
+        )[0]
+        return {"pending": int(row[0]), "labeled": int(row[1]), "skipped": int(row[2])}
+
+    # -- what the retraining policy looks at ---------------------------------------------------
+
+    def new_labels(self, snapshot_id: int | None) -> int:
+        """Labels that arrived after `snapshot_id` (a model's training snapshot): labeled
+        ingested rows plus predictions that got their first label since."""
+        if snapshot_id is None:
+            at_then = "SELECT NULL::VARCHAR AS prediction_id WHERE FALSE"
+            ingested_then = "SELECT 0"
+        else:
+            snap = int(snapshot_id)
+            at_then = (
+                f"SELECT prediction_id FROM lake.feedback AT (VERSION => {snap}) "
+                "WHERE label IS NOT NULL"
+            )
+            ingested_then = (
+                f"SELECT count(*) FROM lake.ingested_rows AT (VERSION => {snap}) "
+                "WHERE label IS NOT NULL"
+            )
+        return int(
+            self.lake.scalar(
+                f"""SELECT (SELECT count(*) FROM lake.ingested_rows WHERE label IS NOT NULL)
+                           - ({ingested_then})
+                           + (SELECT count(DISTINCT prediction_id) FROM lake.feedback
+                              WHERE label IS NOT NULL AND prediction_id NOT IN ({at_then}))"""
+            )
+        )
+
+    def errors_per_class(self, model_version: str | None) -> dict[str, int]:
+        """Wrong predictions of one model version per class, from the latest feedback on each.
+
+        The class is the true label when the feedback gives one; a bare "correct: false"
+        counts against the predicted class (the one the model got wrong).
+        """
+        rows = self.lake.rows(
+            """WITH last AS (
+                   SELECT prediction_id, arg_max(label, ts) AS label,
+                          arg_max(correct, ts) AS correct
+                   FROM lake.feedback GROUP BY prediction_id
+               )
+               SELECT coalesce(l.label, p.prediction) AS cls, count(*)
+               FROM last l JOIN lake.predictions p USING (prediction_id)
+               WHERE (? IS NULL OR p.model_version = ?)
+                 AND (l.label <> p.prediction OR (l.label IS NULL AND NOT l.correct))
+               GROUP BY cls ORDER BY cls""",
+            [model_version, model_version],
+        )
+        return {str(cls): int(n) for cls, n in rows}
+
+    # -- retraining runs -----------------------------------------------------------------------
+
+    def add_retraining_event(self, row: dict[str, Any]) -> None:
+        """One state of a run (`running`, then `promoted`, `rejected` or `failed`): rows share
+        the run's `event_id`; the latest row is the run's state."""
+        full = {name.split()[0]: None for name in _columns(TABLES["retraining_events"])}
+        full.update(row, ts=row.get("ts") or utcnow())
+        for key in ("reasons", "metrics", "decision"):
+            if full[key] is not None and not isinstance(full[key], str):
+                full[key] = json.dumps(full[key], default=str)
+        self._insert("retraining_events", pa.Table.from_pylist([full], schema=_RETRAIN_SCHEMA))
+
+    def retraining_runs(self, limit: int = 50, event_id: str | None = None) -> list[dict[str, Any]]:
+        """Runs newest first, each as its latest state plus `started_at`."""
+        latest = ", ".join(
+            f"arg_max({c}, ts) AS {c}" for c in _RETRAIN_SCHEMA.names if c not in ("event_id", "ts")
+        )
+        rows = self.lake.query(
+            f"""WITH r AS (
+                    SELECT event_id, min(ts) AS started_at, max(ts) AS updated_at, {latest}
+                    FROM lake.retraining_events
+                    WHERE ? IS NULL OR event_id = ?
+                    GROUP BY event_id
+                )
+                SELECT * FROM r ORDER BY started_at DESC LIMIT ?""",
+            [event_id, event_id, int(limit)],
+        ).to_pylist()
+        for row in rows:
+            for key in ("reasons", "metrics", "decision"):
+                if row.get(key):
+                    row[key] = json.loads(row[key])
+        return rows
+
     # -- models --------------------------------------------------------------------------------
 
     def add_model_event(
@@ -583,36 +851,6 @@ class Store:
         }
 
 
-_DRIFT_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("model_version", pa.string()),
-        ("window_start", pa.timestamp("us", tz="UTC")),
-        ("window_end", pa.timestamp("us", tz="UTC")),
-        ("n_reference", pa.int64()),
-        ("n_current", pa.int64()),
-        ("feature", pa.string()),
-        ("kind", pa.string()),
-        ("test", pa.string()),
-        ("statistic", pa.float64()),
-        ("p_value", pa.float64()),
-        ("p_adjusted", pa.float64()),
-        ("effect_size", pa.float64()),
-        ("effect_metric", pa.string()),
-        ("threshold", pa.float64()),
-        ("drifted", pa.bool_()),
-        ("dataset_drift", pa.bool_()),
-        ("drift_share", pa.float64()),
-        ("role", pa.string()),
-        ("status", pa.string()),
-        ("missing_share", pa.float64()),
-        ("method", pa.string()),
-        ("trigger", pa.string()),
-    ]
-)
-
-
 def _time_range(since: dt.datetime | None, until: dt.datetime | None) -> tuple[str, list[Any]]:
     """A WHERE condition on `ts` for an optional [since, until) range, and its parameters."""
     where, params = ["TRUE"], []
@@ -646,3 +884,31 @@ def _to_numpy(array: pa.Array) -> np.ndarray:
     if pa.types.is_floating(array.type):
         return array.to_numpy(zero_copy_only=False)
     return np.asarray(array.to_pylist(), dtype=object)
+
+
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+    "BIGINT": pa.int64(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+}
+
+
+def _arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of a table's scalar columns, from its DDL in `TABLES`."""
+    fields = (column.split() for column in _columns(TABLES[table]))
+    return pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in fields])
+
+
+_DRIFT_SCHEMA = _arrow_schema("drift_results")
+_RETRAIN_SCHEMA = _arrow_schema("retraining_events")
+_QUEUE_PREDICTION_FIELDS = (
+    "model_name",
+    "model_version",
+    "prediction",
+    "confidence",
+    "probabilities",
+    "image_ref",
+    "ts",
+)

@@ -26,7 +26,7 @@ TABLES: dict[str, str] = {
         source VARCHAR, who VARCHAR, model_version VARCHAR, ts TIMESTAMPTZ""",
     "labeling_queue": """
         event_id VARCHAR, prediction_id VARCHAR, event VARCHAR, score DOUBLE, label VARCHAR,
-        who VARCHAR, model_version VARCHAR, ts TIMESTAMPTZ""",
+        who VARCHAR, model_version VARCHAR, ts TIMESTAMPTZ, prediction_ts TIMESTAMPTZ""",
     "drift_results": """
         run_id VARCHAR, ts TIMESTAMPTZ, model_version VARCHAR, window_start TIMESTAMPTZ,
         window_end TIMESTAMPTZ, n_reference BIGINT, n_current BIGINT, feature VARCHAR,
@@ -37,7 +37,7 @@ TABLES: dict[str, str] = {
     "retraining_events": """
         event_id VARCHAR, ts TIMESTAMPTZ, trigger VARCHAR, reasons VARCHAR, status VARCHAR,
         snapshot_id BIGINT, champion_version VARCHAR, candidate_version VARCHAR,
-        metrics VARCHAR, decision VARCHAR""",
+        metrics VARCHAR, decision VARCHAR, who VARCHAR, notebook VARCHAR, error VARCHAR""",
     "model_events": """
         event_id VARCHAR, ts TIMESTAMPTZ, model_name VARCHAR, event VARCHAR,
         from_version VARCHAR, to_version VARCHAR, who VARCHAR, why VARCHAR""",

@@ -1,7 +1,5 @@
 """Uncertainty scores checked against numpy/scipy; queue selection and ranking on crafted tables."""
 
-import math
-
 import numpy as np
 import pytest
 from scipy import stats
@@ -13,7 +11,6 @@ from pipelines.labeling import (
     entropy,
     informativeness,
     margin,
-    rank_queue,
     select_for_queue,
 )
 from pipelines.predicting import Band as PredictingBand
@@ -142,42 +139,6 @@ def test_select_for_queue_ties_keep_row_order_on_large_batches():
 def test_select_for_queue_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="must be equal"):
         select_for_queue(np.zeros(3), np.ones(2, dtype=bool), 5)
-
-
-@pytest.mark.parametrize(
-    ("items", "expected"),
-    [
-        pytest.param(
-            [("a", 0.2, 1.0), ("b", 0.9, 2.0), ("c", 0.5, 3.0)], ["b", "c", "a"], id="by-score"
-        ),
-        pytest.param(
-            [("new", 0.5, 9.0), ("old", 0.5, 1.0), ("mid", 0.5, 5.0)],
-            ["old", "mid", "new"],
-            id="tie-older-first",
-        ),
-        pytest.param(
-            [("x", 0.5, 1.0), ("y", 0.5, 1.0), ("z", 0.5, 1.0)],
-            ["x", "y", "z"],
-            id="full-tie-keeps-input-order",
-        ),
-        pytest.param(
-            [("none", None, 0.0), ("nan", math.nan, 0.5), ("low", 0.01, 9.0)],
-            ["low", "none", "nan"],
-            id="unscored-last-older-first",
-        ),
-        pytest.param(
-            [("unscored", None, 0.0), ("zero", 0.0, 9.0)],
-            ["zero", "unscored"],
-            id="unscored-after-a-zero-score",
-        ),
-        pytest.param([], [], id="empty"),
-    ],
-)
-def test_rank_queue(items, expected):
-    rows = [{"id": i, "score": s, "enqueued_at": t} for i, s, t in items]
-    ranked = rank_queue(rows)
-    assert [r["id"] for r in ranked] == expected
-    assert [r["id"] for r in rows] == [i for i, _, _ in items]  # the input is left as it was
 
 
 def test_queue_policy_defaults_come_from_the_seeds():

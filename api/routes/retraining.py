@@ -1,0 +1,105 @@
+"""Retraining: the policy's current verdict, starting a run, following it, alert webhooks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import BodyDep, StateDep, WriteAccess
+from pipelines import retrainer
+
+router = APIRouter(tags=["retraining"])
+
+
+class TriggerIn(BaseModel):
+    who: str = Field("api", pattern=r"^[^\x00-\x1f\x7f]{1,128}$")
+    reason: str = Field("manual trigger", max_length=500)
+
+
+@router.get("/api/retraining/conditions")
+def conditions(state: StateDep) -> dict[str, Any]:
+    """should_retrain, the reasons (and what blocks or nearly holds), every figure and every
+    threshold behind the decision."""
+    return retrainer.check(state.settings, state.store, state.registry)
+
+
+@router.post("/api/retraining/trigger", status_code=202, dependencies=[WriteAccess])
+async def trigger(state: StateDep, body: TriggerIn | None = None) -> dict[str, Any]:
+    """Start a retrain now, whatever the policy says (a person asked); 409 while one runs."""
+    body = body or TriggerIn()
+    return await _start(state, trigger="api", who=body.who, reasons=[body.reason])
+
+
+@router.get("/api/retraining/status")
+def status(state: StateDep) -> dict[str, Any]:
+    """The run in progress, if any, and the latest run with its metrics and gate decision."""
+    return retrainer.status(state.settings, state.store)
+
+
+@router.get("/api/retraining/history")
+def history(state: StateDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+    return {"items": retrainer.history(state.store, limit)}
+
+
+@router.post("/webhook/alert", dependencies=[WriteAccess])
+async def alert(state: StateDep, payload: BodyDep) -> JSONResponse:
+    """An Alertmanager or Grafana alert webhook. Firing alerts start a retrain unless one is
+    running or the cooldown since the last one has not passed (alert managers resend while an
+    alert fires); resolved alerts are acknowledged. Answers 202 when a run started, else 200
+    with the reason, so the sender does not retry."""
+    firing = _firing_alerts(payload)
+    if not firing:
+        return JSONResponse({"started": False, "why": "no firing alert in the payload"})
+    verdict = await run_in_threadpool(retrainer.check, state.settings, state.store, state.registry)
+    if verdict["blocked_by"]:
+        return JSONResponse({"started": False, "why": "; ".join(verdict["blocked_by"])})
+    reasons = [f"alert {name}" + (f": {text}" if text else "") for name, text in firing]
+    try:
+        run = await _start(state, trigger="webhook", who="alert-webhook", reasons=reasons)
+    except HTTPException as exc:  # started by someone else in between
+        return JSONResponse({"started": False, "why": exc.detail})
+    return JSONResponse({"started": True, **run}, status_code=202)
+
+
+async def _start(state: StateDep, **kwargs: Any) -> dict[str, Any]:
+    try:
+        return await run_in_threadpool(
+            lambda: retrainer.trigger(state.settings, state.store, **kwargs)
+        )
+    except retrainer.RetrainBusy as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+def _firing_alerts(payload: Any) -> list[tuple[str, str]]:
+    """(name, summary) of each firing alert: Alertmanager's and Grafana's `alerts` list, or
+    legacy Grafana's single `state: alerting`. Anything else is a 422 that says what is
+    expected."""
+    if not isinstance(payload, dict):
+        raise HTTPException(422, "expected an alert webhook JSON object")
+    if "alerts" in payload:
+        alerts = payload["alerts"]
+        if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
+            raise HTTPException(422, '"alerts" must be a list of alert objects')
+        out = []
+        for a in alerts:
+            if a.get("status", payload.get("status")) != "firing":
+                continue
+            labels = a.get("labels") if isinstance(a.get("labels"), dict) else {}
+            notes = a.get("annotations") if isinstance(a.get("annotations"), dict) else {}
+            name = str(labels.get("alertname") or a.get("title") or "unnamed")[:200]
+            text = str(notes.get("summary") or notes.get("description") or "")[:300]
+            out.append((name, text))
+        return out
+    if "state" in payload:  # Grafana's legacy alerting
+        if payload["state"] != "alerting":
+            return []
+        name = str(payload.get("ruleName") or payload.get("title") or "unnamed")[:200]
+        return [(name, str(payload.get("message") or "")[:300])]
+    raise HTTPException(
+        422,
+        'not an alert webhook: expected Alertmanager/Grafana "alerts" or Grafana legacy "state"',
+    )
