@@ -401,8 +401,8 @@ def gate_sets(
     no_worse = gate(
         champion.get(FIXED, {}), challenger.get(FIXED, {}), p, margin=-p.class_tolerance
     )
-    tagged = [(RECENT, better), (FIXED, no_worse)]
-    failed = [f"[{t}] {r}" for t, res in tagged for r in res.reasons[: res.failures]]
-    passed = [f"[{t}] {r}" for t, res in tagged for r in res.reasons[res.failures :]]
-    deltas = {f"{t}.{k}": v for t, res in tagged for k, v in res.deltas.items()}
+    both = [(RECENT, better), (FIXED, no_worse)]
+    failed = [f"[{t}] {r}" for t, res in both for r in res.reasons[: res.failures]]
+    passed = [f"[{t}] {r}" for t, res in both for r in res.reasons[res.failures :]]
+    deltas = {f"{t}.{k}": v for t, res in both for k, v in res.deltas.items()}
     return GateResult(better.promote and no_worse.promote, failed + passed, deltas, len(failed))

@@ -1,4 +1,4 @@
-"""Test helpers: a real API server in a subprocess."""
+"""Test helpers: real driftlab processes (API, worker) in subprocesses."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ApiServer:
-    """`python -m pipelines.cli api` on 127.0.0.1:<free port> over `data_dir`."""
+class CliProcess:
+    """`python -m pipelines.cli <command>` over `data_dir`, its output in a log file."""
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, command: str = "api", **env: str) -> None:
         self.data_dir = data_dir
+        self.command = command
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -33,12 +34,13 @@ class ApiServer:
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / f"api-{self.port}.log"
+        self.log = data_dir.parent / f"{command}-{self.port}.log"
 
     def start(self, timeout: float = 60.0) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipelines.cli", "api"],
+                [sys.executable, "-m", "pipelines.cli", self.command],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -46,14 +48,17 @@ class ApiServer:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"api exited early:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+                raise RuntimeError(f"{self.command} exited early:\n{self.output()}")
+            if self.ready():
+                return
             time.sleep(0.2)
-        raise TimeoutError(f"api did not come up:\n{self.log.read_text()[-3000:]}")
+        raise TimeoutError(f"{self.command} did not come up:\n{self.output()}")
+
+    def ready(self) -> bool:
+        return True
+
+    def output(self) -> str:
+        return self.log.read_text()[-3000:] if self.log.exists() else ""
 
     def kill(self) -> None:
         """SIGKILL: no flush, no cleanup, like a crash."""
@@ -68,3 +73,16 @@ class ApiServer:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+class ApiServer(CliProcess):
+    """`driftlab api` on 127.0.0.1:<free port>; started once /health answers."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        super().__init__(data_dir, "api", **env)
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False

@@ -27,6 +27,8 @@ from pipelines.store.tables import FEATURE_TABLES, TABLES
 logger = logging.getLogger(__name__)
 
 DATASET = "default"
+QUEUE_SOURCE = "labeling-queue"
+"""`feedback.source` of labels given in the labeling queue."""
 
 
 def utcnow() -> dt.datetime:
@@ -506,12 +508,16 @@ class Store:
         return feedback_id
 
     def feedback_accuracy(self, model_version: str | None = None) -> dict[str, Any]:
-        """Live accuracy of served predictions from the feedback that came back."""
+        """Live accuracy of served predictions from the feedback that came back.
+
+        Labels given in the labeling queue are left out: the queue holds the predictions the
+        model was least sure of, so their accuracy (about half) says nothing about traffic.
+        """
         row = self.lake.rows(
-            """
+            f"""
             WITH last AS (
                 SELECT prediction_id, arg_max(label, ts) AS label, arg_max(correct, ts) AS correct
-                FROM lake.feedback GROUP BY prediction_id
+                FROM lake.feedback WHERE source <> '{QUEUE_SOURCE}' GROUP BY prediction_id
             )
             SELECT count(*),
                    count(*) FILTER (coalesce(l.correct, l.label = p.prediction))
@@ -680,8 +686,9 @@ class Store:
                 cur.execute(
                     """INSERT INTO lake.feedback
                        (feedback_id, prediction_id, label, correct, source, who, model_version, ts)
-                       VALUES (?, ?, ?, ?, 'labeling-queue', ?, ?, ?)""",
-                    [new_id(), prediction_id, label, correct, who, model_version, now],
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                    [new_id(), prediction_id, label, correct, QUEUE_SOURCE, who, model_version]
+                    + [now],
                 )
             return None
 
@@ -758,7 +765,7 @@ class Store:
     def add_retraining_event(self, row: dict[str, Any]) -> None:
         """One state of a run (`running`, then `promoted`, `rejected` or `failed`): rows share
         the run's `event_id`; the latest row is the run's state."""
-        full = {name.split()[0]: None for name in _columns(TABLES["retraining_events"])}
+        full: dict[str, Any] = {name: None for name in _RETRAIN_SCHEMA.names}
         full.update(row, ts=row.get("ts") or utcnow())
         for key in ("reasons", "metrics", "decision"):
             if full[key] is not None and not isinstance(full[key], str):

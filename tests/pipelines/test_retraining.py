@@ -352,3 +352,50 @@ def test_gate_puts_failures_first_and_reports_deltas():
 def test_policy_rejects_nonsense(kwargs):
     with pytest.raises(ValueError):
         RetrainPolicy(**kwargs)
+
+
+def _set(f1: float, r0: float, r1: float, n: float) -> dict[str, float]:
+    return {"macro_f1": f1, "recall_0": r0, "recall_1": r1, "n": n}
+
+
+@pytest.mark.parametrize(
+    ("champion", "challenger", "promote", "first"),
+    [
+        pytest.param(
+            {"fixed": _set(0.70, 0.8, 0.6, 500), "recent": _set(0.50, 0.6, 0.4, 60)},
+            {"fixed": _set(0.68, 0.78, 0.58, 500), "recent": _set(0.60, 0.62, 0.58, 60)},
+            True,
+            "[recent] macro_f1 0.5000 → 0.6000",
+            id="better-on-recent-no-worse-on-fixed",
+        ),
+        pytest.param(
+            {"fixed": _set(0.70, 0.8, 0.6, 500), "recent": _set(0.50, 0.6, 0.4, 60)},
+            {"fixed": _set(0.60, 0.7, 0.5, 500), "recent": _set(0.60, 0.62, 0.58, 60)},
+            False,
+            "[fixed] macro_f1 0.7000 → 0.6000",
+            id="gives-up-the-old-population",
+        ),
+        pytest.param(
+            {"fixed": _set(0.70, 0.8, 0.6, 500), "recent": _set(0.50, 0.6, 0.4, 60)},
+            {"fixed": _set(0.72, 0.8, 0.64, 500), "recent": _set(0.502, 0.6, 0.41, 60)},
+            False,
+            "[recent] macro_f1 0.5000 → 0.5020",
+            id="not-better-where-the-drift-is",
+        ),
+        pytest.param(
+            {"fixed": _set(0.70, 0.8, 0.6, 500), "recent": _set(0.50, 0.6, 0.4, 10)},
+            {"fixed": _set(0.72, 0.8, 0.64, 500), "recent": _set(0.10, 0.1, 0.1, 10)},
+            True,
+            "[fixed] decides: 10 recent labeled rows < 30",
+            id="too-few-recent-rows-fixed-decides",
+        ),
+    ],
+)
+def test_gate_sets(champion, challenger, promote, first) -> None:
+    from pipelines.retraining import gate_sets
+
+    result = gate_sets(champion, challenger)
+    assert result.promote is promote, result.reasons
+    assert result.reasons[0].startswith(first) or result.reasons[1].startswith(first)
+    assert (result.failures == 0) is promote
+    assert all(r.startswith(("[recent] ", "[fixed] ")) for r in result.reasons)
