@@ -10,7 +10,7 @@ export YOLO_AUTOINSTALL := false
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up api worker test lint format lab train drift bench clean
+.PHONY: help setup up api worker dashboard test lint format lab train drift retrain simulate bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,8 @@ up: setup ## bootstrap (store, first model on demo data) and run the API and fri
 api: setup ## run the API alone on :8000
 	$(VENV)/bin/driftlab api
 
-test: setup ## the fast test suite (what CI runs)
+test: setup ## the fast test suite (what CI runs; installs Debian's chromium for the browser tests)
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(PY) -m pytest -q
 
 lint: setup ## ruff + mypy
@@ -52,8 +53,17 @@ train: setup ## train + register + promote a model (notebooks/train.ipynb via pa
 drift: setup ## drift report now: results into the store + Evidently HTML in data/reports/
 	$(VENV)/bin/driftlab drift
 
-worker: setup ## the scheduled drift checks alone
+worker: setup ## the worker alone: drift checks, labeling queue, retraining decisions
 	$(VENV)/bin/driftlab worker
+
+dashboard: setup ## the Dash dashboard alone on :8050
+	$(VENV)/bin/driftlab dashboard
+
+retrain: setup ## retrain, gate and promote now (notebooks/retrain.ipynb via papermill)
+	$(VENV)/bin/driftlab retrain
+
+simulate: setup ## replay demo traffic (then the shift) against the running API, with people
+	$(VENV)/bin/driftlab simulate
 
 bench: setup ## every benchmark against its baseline, printing ratios
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)

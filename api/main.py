@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from api.routes import (
     feedback,
     health,
+    images,
     ingest,
     inspection,
     labeling,
@@ -57,6 +58,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     routers = (health, ingest, predict, feedback, models, inspection, metrics, monitoring)
-    for module in (*routers, labeling, retraining):
+    for module in (*routers, labeling, retraining, images):
         app.include_router(module.router)
     return app

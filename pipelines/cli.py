@@ -12,18 +12,10 @@ import sys
 import time
 from typing import Any
 
+from pipelines import logs
 from pipelines.settings import Settings, get_settings
 
 logger = logging.getLogger("driftlab")
-
-
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("mlflow", "alembic", "urllib3", "papermill", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _print(obj: Any) -> None:
@@ -70,6 +62,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     port = args.port or settings.api_port
     check_bind(host, settings)
     os.environ.update(settings.process_env())
+    os.environ[logs.ENV] = "api"  # uvicorn's worker processes log to the same file
     uvicorn.run(
         "api.main:create_app",
         factory=True,
@@ -172,6 +165,33 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Replay the demo stream against the running API, with feedback and a reviewer."""
+    from pipelines.simulate import SimulationConfig, run
+
+    config = SimulationConfig(
+        api=args.api or f"http://{settings.api_host}:{settings.api_port}",
+        in_distribution=args.in_distribution,
+        shifted=args.shifted,
+        rate=args.rate,
+        feedback_share=args.feedback_share,
+        answer_share=args.answer_share,
+        wait=args.wait,
+        seed=args.seed,
+        api_key=settings.api_key,
+    )
+    _print(run(config))
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported by name, like the API's app: `pipelines` does not depend on `dashboard`.
+    import importlib
+
+    importlib.import_module("dashboard.app").run(settings)
+    return 0
+
+
 def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.registry import Registry
     from pipelines.store import Store
@@ -235,14 +255,21 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     bootstrap(settings)
     check_bind(settings.api_host, settings)
     env = {**os.environ, **settings.process_env()}
-    commands = {name: [sys.executable, "-m", "pipelines.cli", name] for name in ("api", "worker")}
+    commands = {
+        name: [sys.executable, "-m", "pipelines.cli", name]
+        for name in ("api", "worker", "dashboard")
+    }
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for name, cmd in commands.items():
         procs[name] = subprocess.Popen(cmd, env=env)
     base = f"http://{settings.api_host}:{settings.api_port}"
     sys.stdout.write(
         f"\ndriftlab is up\n  API        {base}  (docs: {base}/docs, metrics: {base}/metrics)\n"
-        f"  worker     drift check every {settings.check_interval:.0f} s\n"
+        f"  dashboard  http://127.0.0.1:{settings.dashboard_port}\n"
+        f"  worker     drift check every {settings.check_interval:.0f} s, "
+        f"labeling queue every {settings.queue_interval:.0f} s\n"
+        f"  logs       {settings.logs_dir}\n"
+        "Watch the loop turn: `make simulate` in another terminal.\n"
         f"  data       {settings.data_dir}\nCtrl-C stops everything.\n\n"
     )
     sys.stdout.flush()
@@ -321,6 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # inherited from `trigger`
     p.set_defaults(func=cmd_retrain)
 
+    p = sub.add_parser("simulate", help="replay demo traffic with feedback and a reviewer")
+    p.add_argument("--api", help="API base URL (default from DRIFTLAB_API_HOST/PORT)")
+    p.add_argument("--in-distribution", type=int, default=600, help="rows before the shift")
+    p.add_argument("--shifted", type=int, help="shifted rows (default: all 2,496)")
+    p.add_argument("--rate", type=float, default=40.0, help="rows per second")
+    p.add_argument("--feedback-share", type=float, default=0.25, help="predictions given a label")
+    p.add_argument("--answer-share", type=float, default=0.8, help="queue items labeled")
+    p.add_argument("--wait", type=float, default=180.0, help="seconds to watch for a retrain")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stream and every choice")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("dashboard", help="run the Dash dashboard (:8050)")
+    p.set_defaults(func=cmd_dashboard)
+
     p = sub.add_parser("worker", help="drift checks, the labeling queue, retraining, compaction")
     p.add_argument("--once", action="store_true", help="one round, then exit")
     p.set_defaults(func=cmd_worker)
@@ -337,13 +378,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("init", help="create the store's tables")
     p.set_defaults(func=cmd_init)
+    _register_vision(sub)
     return parser
+
+
+def _register_vision(sub: Any) -> None:
+    """`driftlab stream` (the edge client), when the `vision` extra is installed."""
+    try:
+        from pipelines.vision import edge
+    except ImportError:
+        return
+    edge.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
     settings = get_settings()
+    name = args.command if args.command in logs.PROCESSES else None
+    logs.configure(args.verbose, settings, name)
     os.environ.update(settings.process_env())
     return int(args.func(args, settings) or 0)
 

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 EXPERIMENT = "driftlab"
 SERVING_DIR = "serving"  # run artifact folder holding schema.json and model.onnx
 CHAMPION, CHALLENGER = "champion", "challenger"
+# A vision version's serving folder: metadata, PyTorch weights, ONNX export.
+VISION_META, VISION_WEIGHTS, VISION_ONNX = "vision.json", "best.pt", "model.onnx"
 
 
 def quiet_mlflow_env() -> None:
@@ -196,3 +198,69 @@ class Registry:
 
         mlflow.set_registry_uri(self.tracking_uri)
         return mlflow.sklearn.load_model(f"models:/{self.model_name}/{version}")
+
+    # -- vision models -------------------------------------------------------------------------
+    # A YOLO version is not an MLflow "flavor" model: its run holds the serving folder
+    # (best.pt, model.onnx, vision.json) and the version points at that folder. Everything that
+    # reads versions (aliases, metrics, snapshot, `serving_files`) works the same for both.
+
+    @classmethod
+    def vision_from_settings(cls, settings: Settings) -> Registry:
+        """The registry of the vision model (`vision_model_name`), same tracking store."""
+        return cls(settings.mlflow_uri, settings.vision_model_name, settings.mlflow_artifacts_dir)
+
+    def log_vision_model(
+        self,
+        *,
+        weights: Path,
+        onnx_file: Path | None,
+        task: str,
+        names: list[str],
+        imgsz: int,
+        metrics: dict[str, float],
+        params: dict[str, Any],
+        snapshot_id: int,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """Register a YOLO model: weights, ONNX export, task/names/imgsz and the snapshot of
+        the images it was trained on; returns the version.
+
+        Args:
+            weights: The ``.pt`` to serve with PyTorch and to fine-tune the next model from.
+            onnx_file: Its ONNX export (served when present; several times faster on CPU).
+            task: "detect" or "classify".
+            names: Class names by index.
+            imgsz: Input side it was trained at.
+            metrics: Validation figures (``map50_95`` / ``top1`` and the rest).
+            params: Training parameters, logged for the audit trail.
+            snapshot_id: The store snapshot its training images were read at.
+            tags: Extra version tags (trigger, retrain event, counts).
+        """
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        all_tags = {"snapshot_id": str(snapshot_id), "task": task, **(tags or {})}
+        meta = {"task": task, "names": list(names), "imgsz": int(imgsz)}
+        with mlflow.start_run(experiment_id=self._experiment_id(), tags=all_tags) as run:
+            mlflow.log_params({k: str(v) for k, v in params.items()})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp) / SERVING_DIR
+                folder.mkdir()
+                (folder / VISION_META).write_text(json.dumps(meta, indent=1))
+                (folder / VISION_WEIGHTS).write_bytes(Path(weights).read_bytes())
+                if onnx_file is not None:
+                    (folder / VISION_ONNX).write_bytes(Path(onnx_file).read_bytes())
+                mlflow.log_artifacts(str(folder), artifact_path=SERVING_DIR)
+            source = f"{run.info.artifact_uri}/{SERVING_DIR}"
+        try:
+            self.client.create_registered_model(self.model_name)
+        except Exception:  # it exists (or another process just made it)
+            logger.debug("registered model %s exists", self.model_name)
+        mv = self.client.create_model_version(
+            self.model_name, source, run_id=run.info.run_id, tags=all_tags
+        )
+        version = str(mv.version)
+        self.client.set_model_version_tag(self.model_name, version, "run_id", run.info.run_id)
+        logger.info("registered %s version %s (snapshot %s)", self.model_name, version, snapshot_id)
+        return version

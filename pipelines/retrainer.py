@@ -152,8 +152,13 @@ def trigger(
     trigger: str,
     who: str,
     reasons: list[str] | None = None,
+    vision: bool = False,
 ) -> dict[str, Any]:
     """Start a retrain in the background (`driftlab retrain`); returns its event at once.
+
+    Args:
+        vision: Retrain the vision model instead (`python -m pipelines.vision.retrain`, same
+            arguments, same lock: one retrain at a time, whichever model).
 
     Raises:
         RetrainBusy: A run is in progress.
@@ -168,15 +173,16 @@ def trigger(
                 "reasons": reasons or [],
                 "status": "queued",
                 "who": who,
+                "model_name": settings.vision_model_name if vision else settings.model_name,
             }
         )
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
         log_path = settings.logs_dir / f"retrain-{event_id}.log"
+        entry = ["pipelines.vision.retrain"] if vision else ["pipelines.cli", "retrain"]
         command = [
             sys.executable,
             "-m",
-            "pipelines.cli",
-            "retrain",
+            *entry,
             "--event-id",
             event_id,
             "--trigger",

@@ -131,11 +131,20 @@ class ModelHolder:
     request in flight: the old model stays alive until its last request lets go of it.
     """
 
-    def __init__(self, registry: Registry, *, alias: str = CHAMPION, interval: float = 2.0):
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        alias: str = CHAMPION,
+        interval: float = 2.0,
+        loader: Callable[[Registry, str], Any] | None = None,
+    ):
         self.registry = registry
         self.alias = alias
         self.interval = interval
-        self.model: ServingModel | None = None
+        # How a version becomes a serving model (the vision holder passes its own loader).
+        self.loader = loader or load_version
+        self.model: Any = None  # a ServingModel, or what `loader` returns
         self.last_check: float | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()
@@ -150,7 +159,7 @@ class ModelHolder:
             if version is None or (self.model is not None and self.model.version == version):
                 return False
             started = time.perf_counter()
-            model = load_version(self.registry, version)
+            model = self.loader(self.registry, version)
             old = self.model.version if self.model else None
             self.model = model  # one reference assignment: atomic for readers
             logger.info(

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # The default data path moves with the data dir (a copied or moved data dir keeps working).
     _data_path_follows_data_dir: bool = PrivateAttr(default=False)
 
-    check_interval: float = Field(300.0, description="Seconds between the worker's drift checks.")
+    check_interval: float = Field(60.0, description="Seconds between the worker's drift checks.")
     window_size: int = Field(1000, description="Predictions in the current drift window.")
     min_samples: int = Field(100, description="Predictions needed before any drift verdict.")
     drift_alpha: float = Field(0.05, description="Significance level after correction.")
@@ -103,6 +103,43 @@ class Settings(BaseSettings):
         0.05, ge=0, le=1, description="Most any class's recall may drop on promotion."
     )
 
+    # -- vision: YOLO detection / classification through the same loop ------------------------
+    images_dir_override: Path | None = Field(
+        None,
+        alias="DRIFTLAB_IMAGES_DIR",
+        description="Content-addressed image store (default <data_dir>/images).",
+    )
+    yolo_config_dir_override: Path | None = Field(
+        None,
+        alias="DRIFTLAB_YOLO_CONFIG_DIR",
+        description="Ultralytics' settings and fonts (default <data_dir>/yolo).",
+    )
+    image_max_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, description="Largest accepted image upload in bytes."
+    )
+    image_max_pixels: int = Field(
+        40_000_000, ge=1, description="Largest accepted width × height (checked before decoding)."
+    )
+    vision_model_name: str = Field(
+        "driftlab-vision", description="Registered model name of the vision model served."
+    )
+    vision_task: str = Field(
+        "detect", pattern="^(detect|classify)$", description="Vision task: detect or classify."
+    )
+    vision_architecture: str = Field(
+        "yolo11n", description="Ultralytics architecture when training from scratch."
+    )
+    vision_weights: Path | None = Field(
+        None, description="Your own pretrained .pt to start the first vision model from."
+    )
+    vision_imgsz: int = Field(
+        320, ge=32, multiple_of=32, description="Vision model input side in pixels."
+    )
+    vision_epochs: int = Field(10, ge=1, description="Epochs of a vision retrain (fine-tune).")
+    vision_conf: float = Field(
+        0.25, gt=0, lt=1, description="Detections below this confidence are dropped."
+    )
+
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
@@ -138,6 +175,14 @@ class Settings(BaseSettings):
         return self.data_dir / "mlflow" / "artifacts"
 
     @property
+    def images_dir(self) -> Path:
+        return (self.images_dir_override or self.data_dir / "images").expanduser().resolve()
+
+    @property
+    def yolo_config_dir(self) -> Path:
+        return (self.yolo_config_dir_override or self.data_dir / "yolo").expanduser().resolve()
+
+    @property
     def data_path_follows_data_dir(self) -> bool:
         return self._data_path_follows_data_dir
 
@@ -155,6 +200,8 @@ class Settings(BaseSettings):
             "DO_NOT_TRACK": "1",
             "YOLO_OFFLINE": "1",
             "YOLO_AUTOINSTALL": "false",
+            "YOLO_CONFIG_DIR": str(self.yolo_config_dir),
+            "DRIFTLAB_VISION_MODEL_NAME": self.vision_model_name,
         }
 
     def is_loopback(self) -> bool:

@@ -13,6 +13,7 @@ It only reads the predictions table and writes small batches, so it never slows 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from pipelines.monitoring import Monitor
 from pipelines.registry import Registry
 from pipelines.schema import SchemaError
 from pipelines.settings import Settings
-from pipelines.store import Store
+from pipelines.store import Store, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,9 @@ class Worker:
     registry: Registry
     monitor: Monitor = field(init=False)
     last_check_at: Any = None
+    last_vision_check_at: Any = None
     last_compact: float = field(default_factory=time.monotonic)
+    last_queue_scan: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         self.monitor = Monitor(self.settings, self.store, self.registry)
@@ -64,6 +67,7 @@ class Worker:
             did["drift"] = {
                 "skipped": f"{new} new predictions, fewer than {self.settings.min_samples}"
             }
+        did["vision_drift"] = self.vision_check()
         if self.settings.retrain_auto:
             did["retrain"] = self.maybe_retrain()
         if time.monotonic() - self.last_compact >= self.settings.compact_interval:
@@ -72,8 +76,34 @@ class Worker:
         logger.info("worker tick: %s", {k: _short(v) for k, v in did.items()})
         return did
 
+    def vision_check(self) -> dict[str, Any]:
+        """The image drift check of the vision champion, when `min_samples` images arrived
+        since the last one (and the `vision` extra is installed)."""
+        try:
+            from pipelines.vision import monitoring as vision_monitoring
+        except ImportError:
+            return {"skipped": "the vision extra is not installed"}
+        s = self.settings
+        new = self.store.image_feature_window(
+            s.vision_model_name, limit=s.min_samples, since=self.last_vision_check_at
+        ).num_rows
+        if new < s.min_samples:
+            return {"skipped": f"{new} new images, fewer than {s.min_samples}"}
+        try:
+            result = vision_monitoring.check(s, self.store, trigger="worker")
+        except Exception as exc:  # the tabular loop goes on
+            logger.exception("image drift check failed")
+            return {"failed": str(exc)}
+        if result.get("window_end") is not None:
+            self.last_vision_check_at = result["window_end"]
+        return result
+
     def refresh_queue(self) -> dict[str, Any]:
-        return {"enqueued": queue.refresh(self.store, QueuePolicy.from_settings(self.settings))}
+        now = utcnow()
+        policy = QueuePolicy.from_settings(self.settings)
+        enqueued = queue.refresh(self.store, policy, now=now, last_scan=self.last_queue_scan)
+        self.last_queue_scan = now
+        return {"enqueued": enqueued}
 
     def maybe_retrain(self) -> dict[str, Any]:
         """Ask the retraining policy; start a run in the background if it says so."""

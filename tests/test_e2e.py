@@ -120,9 +120,11 @@ def test_the_loop_turns(processes: tuple[ApiServer, CliProcess], tmp_path: Path)
     assert http.get("/api/retraining/conditions").json()["figures"]["new_labels"] >= 50
     run = until(
         "the worker to finish a retrain",
-        lambda: (s := http.get("/api/retraining/status").json())["latest"]
-        and s["latest"]["status"] in {"promoted", "rejected", "failed"}
-        and s["latest"],
+        lambda: (
+            (s := http.get("/api/retraining/status").json())["latest"]
+            and s["latest"]["status"] in {"promoted", "rejected", "failed"}
+            and s["latest"]
+        ),
         240,
         every=1,
     )

@@ -17,8 +17,21 @@ ItemId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_:.\-]{1,128}$", description="
 WHO = r"^[^\x00-\x1f\x7f]{1,128}$"
 
 
+class BoxIn(BaseModel):
+    box: list[float] = Field(min_length=4, max_length=4, examples=[[10.0, 12.0, 40.0, 55.0]])
+    class_: int | str = Field(alias="class", description="Class index or name.")
+
+
 class LabelIn(BaseModel):
-    label: int | str = Field(description="The true class, one of the model's classes.")
+    label: int | str | None = Field(
+        None, description="The true class, one of the model's classes (tabular, image class)."
+    )
+    boxes: list[BoxIn] | None = Field(
+        None,
+        max_length=1000,
+        description="A detection image's reviewed boxes (pixels of the stored image): keep, "
+        "re-class, delete or add boxes; [] when it holds nothing.",
+    )
     who: str = Field("api", pattern=WHO, description="Who answered (kept with the label).")
 
 
@@ -53,8 +66,14 @@ def progress(state: StateDep) -> dict[str, int]:
 
 @router.post("/{prediction_id}/label", dependencies=[WriteAccess])
 async def label(state: StateDep, prediction_id: ItemId, body: LabelIn) -> dict[str, Any]:
-    """Answer an item with its true class; the label becomes training data for the next
-    retrain, with who gave it and the model version it corrects."""
+    """Answer an item with its true class (or, for a detection image, its reviewed boxes); the
+    label becomes training data for the next retrain, with who gave it and the model version
+    it corrects."""
+    task = await run_in_threadpool(queue.item_task, state.store, prediction_id)
+    if task is not None or body.boxes is not None:
+        return await _label_image(state, prediction_id, body)
+    if body.label is None:
+        raise HTTPException(422, "label: field required (the true class)")
     serving = state.models.model
     schema = serving.schema if serving is not None else state.store.dataset_schema()
     if schema is None:
@@ -71,6 +90,23 @@ async def skip(
     """Take an item out of the queue without a label."""
     who = (body or SkipIn()).who
     return await _answer(lambda: queue.skip(state.store, prediction_id, who=who))
+
+
+async def _label_image(state: StateDep, prediction_id: str, body: LabelIn) -> dict[str, Any]:
+    vision = state.vision.model if state.vision is not None else None
+    if vision is None:
+        raise HTTPException(409, "no vision model is served to check the image label against")
+    boxes = None if body.boxes is None else [{"box": b.box, "class": b.class_} for b in body.boxes]
+    return await _answer(
+        lambda: queue.answer_image(
+            state.store,
+            prediction_id,
+            names=vision.names,
+            who=body.who,
+            label=body.label,
+            boxes=boxes,
+        )
+    )
 
 
 async def _answer(fn: Any) -> dict[str, Any]:

@@ -31,6 +31,10 @@ def prometheus(state: StateDep) -> Response:
     accuracy = state.store.feedback_accuracy(serving.version if serving else None)["accuracy"]
     if accuracy is not None:
         m.live_accuracy.set(accuracy)
+    if state.vision is not None:
+        defect_rate = state.store.vision_stats(state.settings.vision_model_name)["defect_rate"]
+        if defect_rate is not None:
+            m.defect_rate.set(defect_rate)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -47,4 +51,17 @@ def metrics(state: StateDep) -> dict[str, Any]:
         else None,
         "rows": state.store.count_rows(),
         "drift": {k: v for k, v in latest_summary(state.store).items() if k != "features"},
+        # FPS, inference time, confidence histogram, defect rate, per class (None: no extra).
+        "vision": _vision(state),
+    }
+
+
+def _vision(state: StateDep) -> dict[str, Any] | None:
+    if state.vision is None:
+        return None
+    serving = state.vision.model
+    return {
+        "model_name": state.settings.vision_model_name,
+        "model_version": serving.version if serving else None,
+        **state.store.vision_stats(state.settings.vision_model_name),
     }

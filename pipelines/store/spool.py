@@ -36,7 +36,12 @@ class PredictionLog:
     A chunk is one request's predictions, column-wise: `ids`, `ts` (epoch seconds),
     `model_name`, `model_version`, `features` ({name: values}), `prediction`, `confidence`,
     `probabilities`, `latency_ms` (one per row), `uncertain`, optional `image_ref`.
+
+    Subclasses log other kinds of rows through the same spool: they set `prefix` (their own
+    spool segments) and override `_commit` and `_drop_present`.
     """
+
+    prefix = _PREFIX
 
     def __init__(
         self, store: Store, spool_dir: Path, *, flush_interval: float = 0.5, max_rows: int = 50_000
@@ -132,7 +137,7 @@ class PredictionLog:
                 done_path = self._path
                 self._open_segment()  # new appends go to a fresh segment
             try:
-                self.store.append_predictions(chunks_to_table(chunks, self._schema()))
+                self._commit(chunks)
             except Exception:
                 with self._lock:  # put them back in front; their segment stays on disk
                     self._buffer[:0] = chunks
@@ -148,6 +153,15 @@ class PredictionLog:
             self.last_error = None
             return n
 
+    def _commit(self, chunks: list[dict[str, Any]]) -> None:
+        """Write chunks to the lake in one commit."""
+        self.store.append_predictions(chunks_to_table(chunks, self._schema()))
+
+    def _drop_present(self, chunks: list[dict[str, Any]], present: set[str]) -> list[dict]:
+        """The chunks without the rows whose ids are already in the lake."""
+        kept = [_without(c, present) for c in chunks]
+        return [c for c in kept if c["ids"]]
+
     def _schema(self) -> FeatureSchema:
         schema = self.store.dataset_schema()
         if schema is None:
@@ -159,7 +173,7 @@ class PredictionLog:
         old_fd = self._fd
         path = (
             self.spool_dir
-            / f"{_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{next(self._seq)}.ndjson"
+            / f"{self.prefix}{os.getpid()}-{os.urandom(4).hex()}-{next(self._seq)}.ndjson"
         )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -172,7 +186,7 @@ class PredictionLog:
     def replay_orphans(self) -> int:
         """Move spool segments of dead processes into the lake; returns rows recovered."""
         recovered = 0
-        for path in sorted(self.spool_dir.glob(f"{_PREFIX}*.ndjson")):
+        for path in sorted(self.spool_dir.glob(f"{self.prefix}*.ndjson")):
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
@@ -186,10 +200,9 @@ class PredictionLog:
                 ids = [i for c in chunks for i in c["ids"]]
                 if ids:
                     present = self.store.existing_prediction_ids(ids)
-                    chunks = [_without(c, present) for c in chunks]
-                    chunks = [c for c in chunks if c["ids"]]
+                    chunks = self._drop_present(chunks, present)
                 if chunks:
-                    self.store.append_predictions(chunks_to_table(chunks, self._schema()))
+                    self._commit(chunks)
                     recovered += sum(len(c["ids"]) for c in chunks)
                 path.unlink(missing_ok=True)
             finally:

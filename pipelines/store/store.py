@@ -233,6 +233,9 @@ class Store:
                 SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source
                 FROM lake.feedback {at} WHERE label IS NOT NULL GROUP BY prediction_id
             ) f JOIN lake.predictions AS p {at} USING (prediction_id)
+            -- image predictions (read at the current snapshot: older ones lack `task`)
+            WHERE prediction_id NOT IN (
+                SELECT prediction_id FROM lake.predictions WHERE task IS NOT NULL)
             ORDER BY record_id
             """
         )
@@ -447,7 +450,8 @@ class Store:
         """How many predictions were logged after `since` (all of them if None)."""
         return int(
             self.lake.scalar(
-                "SELECT count(*) FROM lake.predictions WHERE ts > coalesce(?, TIMESTAMPTZ 'epoch')",
+                "SELECT count(*) FROM lake.predictions "
+                "WHERE ts > coalesce(?, TIMESTAMPTZ 'epoch') AND task IS NULL",
                 [since],
             )
         )
@@ -461,7 +465,8 @@ class Store:
         """Every row of the most recent drift check."""
         return self.lake.query(
             """SELECT * FROM lake.drift_results
-               WHERE run_id = (SELECT arg_max(run_id, ts) FROM lake.drift_results)
+               WHERE run_id = (SELECT arg_max(run_id, ts) FROM lake.drift_results
+                               WHERE modality IS DISTINCT FROM 'image')
                ORDER BY drifted DESC, p_adjusted NULLS LAST, feature"""
         ).to_pylist()
 
@@ -470,6 +475,7 @@ class Store:
         return self.lake.query(
             """WITH runs AS (
                    SELECT run_id, max(ts) AS ts FROM lake.drift_results
+                   WHERE modality IS DISTINCT FROM 'image'
                    GROUP BY run_id ORDER BY ts DESC LIMIT ?
                )
                SELECT d.run_id, d.ts, d.feature, d.test, d.statistic, d.p_adjusted,
@@ -507,6 +513,35 @@ class Store:
         self._insert("feedback", table)
         return feedback_id
 
+    def add_labels(
+        self,
+        prediction_ids: Sequence[str],
+        labels: Sequence[str],
+        *,
+        source: str,
+        who: str | None = None,
+    ) -> int:
+        """Labels for many predictions in one commit (a downstream system's backlog, a
+        benchmark); `correct` is left to be read from the prediction."""
+        n = len(prediction_ids)
+        if len(labels) != n:
+            raise ValueError(f"{len(labels)} labels for {n} predictions")
+        now = pa.scalar(utcnow(), pa.timestamp("us", tz="UTC"))
+        table = pa.table(
+            {
+                "feedback_id": pa.array([new_id() for _ in range(n)], pa.string()),
+                "prediction_id": pa.array(prediction_ids, pa.string()),
+                "label": pa.array(labels, pa.string()),
+                "correct": pa.nulls(n, pa.bool_()),
+                "source": pa.repeat(pa.scalar(source), n),
+                "who": pa.repeat(pa.scalar(who, pa.string()), n),
+                "model_version": pa.nulls(n, pa.string()),
+                "ts": pa.repeat(now, n),
+            }
+        )
+        self._insert("feedback", table)
+        return n
+
     def feedback_accuracy(self, model_version: str | None = None) -> dict[str, Any]:
         """Live accuracy of served predictions from the feedback that came back.
 
@@ -522,7 +557,7 @@ class Store:
             SELECT count(*),
                    count(*) FILTER (coalesce(l.correct, l.label = p.prediction))
             FROM last l JOIN lake.predictions p USING (prediction_id)
-            WHERE (l.correct IS NOT NULL OR l.label IS NOT NULL)
+            WHERE (l.correct IS NOT NULL OR l.label IS NOT NULL) AND p.task IS NULL
               AND (? IS NULL OR p.model_version = ?)
             """,
             [model_version, model_version],
@@ -535,14 +570,16 @@ class Store:
     # score and the prediction's `ts`, which lets joins prune predictions files), then at most
     # one `labeled` or `skipped` row. An item's status is its answer, or `pending`.
 
-    def queue_candidates(self, since: dt.datetime) -> pa.Table:
-        """Uncertain predictions logged at or after `since` that never entered the queue."""
+    def queue_candidates(self, since: dt.datetime, limit: int = 100_000) -> pa.Table:
+        """The newest `limit` uncertain predictions logged at or after `since` that never
+        entered the queue."""
         return self.lake.query(
             """SELECT prediction_id, ts, model_version, probabilities FROM lake.predictions
                WHERE uncertain AND ts >= ? AND probabilities IS NOT NULL
                  AND prediction_id NOT IN (
-                     SELECT prediction_id FROM lake.labeling_queue WHERE prediction_ts >= ?)""",
-            [since, since],
+                     SELECT prediction_id FROM lake.labeling_queue WHERE prediction_ts >= ?)
+               ORDER BY ts DESC LIMIT ?""",
+            [since, since, int(limit)],
         )
 
     def queue_enqueued_since(self, since: dt.datetime) -> int:
@@ -735,7 +772,10 @@ class Store:
                 f"""SELECT (SELECT count(*) FROM lake.ingested_rows WHERE label IS NOT NULL)
                            - ({ingested_then})
                            + (SELECT count(DISTINCT prediction_id) FROM lake.feedback
-                              WHERE label IS NOT NULL AND prediction_id NOT IN ({at_then}))"""
+                              WHERE label IS NOT NULL AND prediction_id NOT IN ({at_then})
+                                AND prediction_id NOT IN (
+                                    SELECT prediction_id FROM lake.predictions
+                                    WHERE task IS NOT NULL))"""
             )
         )
 
@@ -753,7 +793,7 @@ class Store:
                )
                SELECT coalesce(l.label, p.prediction) AS cls, count(*)
                FROM last l JOIN lake.predictions p USING (prediction_id)
-               WHERE (? IS NULL OR p.model_version = ?)
+               WHERE (? IS NULL OR p.model_version = ?) AND p.task IS NULL
                  AND (l.label <> p.prediction OR (l.label IS NULL AND NOT l.correct))
                GROUP BY cls ORDER BY cls""",
             [model_version, model_version],
@@ -857,10 +897,253 @@ class Store:
             "kept": sorted(keep),
         }
 
+    # == vision ===================================================================================
+    # Image predictions share `predictions` (with `task` = detect / classify and `image_ref`), so
+    # the queue, feedback and inspection logs see them; the tabular queries above leave them out
+    # (`task IS NULL`). Boxes go to `detections`, per-image drift inputs to `image_features`, and
+    # the original labeled images to `ingested_images`.
+
+    def append_image_predictions(
+        self, predictions: pa.Table, detections: pa.Table, features: pa.Table
+    ) -> int:
+        """Write image predictions, their boxes and features in one commit; returns the rows
+        written.
+
+        Predictions whose id is already in the lake are skipped, with their boxes and features:
+        an edge client resending a log after a lost answer never duplicates it. The check runs
+        inside the write, under the store's write lock, and looks only at the files of the
+        batch's time range (a resend carries the original `ts`).
+        """
+        if predictions.num_rows == 0:
+            return 0
+        ts = predictions.column("ts")
+        first, last = pc.min(ts).as_py(), pc.max(ts).as_py()
+
+        def insert(cur: duckdb.DuckDBPyConnection) -> int:
+            cur.register("_p", predictions)
+            cur.register("_d", detections)
+            cur.register("_f", features)
+            try:
+                cur.execute(
+                    """CREATE OR REPLACE TEMP TABLE _new AS
+                       SELECT DISTINCT prediction_id FROM _p WHERE prediction_id NOT IN (
+                           SELECT prediction_id FROM lake.predictions
+                           WHERE ts >= ? AND ts <= ?)""",
+                    [first, last],
+                )
+                n = int(cur.execute("SELECT count(*) FROM _new").fetchone()[0])  # type: ignore[index]
+                if n:
+                    for table, source in (
+                        ("predictions", "_p"),
+                        ("detections", "_d"),
+                        ("image_features", "_f"),
+                    ):
+                        cur.execute(
+                            f"""INSERT INTO lake.{table} BY NAME SELECT * FROM {source}
+                                WHERE prediction_id IN (SELECT prediction_id FROM _new)"""
+                        )
+                cur.execute("DROP TABLE _new")
+                return n
+            finally:
+                for name in ("_p", "_d", "_f"):
+                    cur.unregister(name)
+
+        return self.lake.write(insert, what="insert image predictions")
+
+    def ingest_images(
+        self, rows: Sequence[dict[str, Any]], *, batch_id: str | None = None
+    ) -> tuple[str, int]:
+        """Append original labeled images (already in the image store) in one commit.
+
+        Each row: `image_ref`, `task`, `split` (train / val / test), `label` (class name, or
+        JSON boxes), `width`, `height`, optional `record_id` and `source`. Returns
+        (batch_id, snapshot id).
+        """
+        batch_id = batch_id or new_id()
+        now = utcnow()
+        table = pa.Table.from_pylist(
+            [
+                {
+                    "record_id": row.get("record_id") or f"{batch_id}:{i}",
+                    "batch_id": batch_id,
+                    "image_ref": row["image_ref"],
+                    "task": row["task"],
+                    "split": row["split"],
+                    "label": row["label"],
+                    "source": row.get("source", "api"),
+                    "width": int(row["width"]),
+                    "height": int(row["height"]),
+                    "ingested_at": now,
+                }
+                for i, row in enumerate(rows)
+            ],
+            schema=_arrow_schema("ingested_images"),
+        )
+        self._insert("ingested_images", table)
+        return batch_id, self.snapshot_id()
+
+    def vision_training_set(
+        self, model_name: str, task: str, snapshot_id: int | None = None
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Every labeled image of a task at a snapshot: the original images with their split,
+        plus the latest human label of each served image of `model_name` (split `human`).
+
+        Returns (snapshot id, rows of `record_id`, `image_ref`, `split`, `label`, `source`,
+        `width`, `height`, `model_version`), ordered by record id.
+        """
+        snap = self.snapshot_id() if snapshot_id is None else int(snapshot_id)
+        at = f"AT (VERSION => {snap})"
+        rows = self.lake.query(
+            f"""
+            SELECT record_id, image_ref, split, label, source, width, height,
+                   NULL::VARCHAR AS model_version
+            FROM lake.ingested_images {at} WHERE task = ? AND label IS NOT NULL
+            UNION ALL
+            SELECT p.prediction_id, p.image_ref, 'human', f.label, 'feedback:' || f.source,
+                   NULL, NULL, p.model_version
+            FROM (
+                SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source
+                FROM lake.feedback {at} WHERE label IS NOT NULL GROUP BY prediction_id
+            ) f JOIN lake.predictions AS p {at} USING (prediction_id)
+            WHERE p.model_name = ? AND p.task = ? AND p.image_ref IS NOT NULL
+            ORDER BY record_id
+            """,
+            [task, model_name, task],
+        ).to_pylist()
+        return snap, rows
+
+    def vision_new_labels(self, model_name: str, snapshot_id: int | None) -> int:
+        """Image labels that arrived after `snapshot_id`: human labels on served images of
+        `model_name` plus original labeled images ingested since."""
+        if snapshot_id is None:
+            then_images, then_labels = "SELECT 0", "SELECT NULL::VARCHAR WHERE FALSE"
+        else:
+            at = f"AT (VERSION => {int(snapshot_id)})"
+            then_images = f"SELECT count(*) FROM lake.ingested_images {at}"
+            then_labels = f"SELECT prediction_id FROM lake.feedback {at} WHERE label IS NOT NULL"
+        return int(
+            self.lake.scalar(
+                f"""SELECT (SELECT count(*) FROM lake.ingested_images) - ({then_images})
+                    + (SELECT count(DISTINCT f.prediction_id)
+                       FROM lake.feedback f JOIN lake.predictions p USING (prediction_id)
+                       WHERE f.label IS NOT NULL AND p.model_name = ? AND p.task IS NOT NULL
+                         AND f.prediction_id NOT IN ({then_labels}))""",
+                [model_name],
+            )
+        )
+
+    def image_feature_window(
+        self, model_name: str, *, limit: int = 1000, since: dt.datetime | None = None
+    ) -> pa.Table:
+        """The per-image features of the last `limit` served images of `model_name`."""
+        return self.lake.query(
+            """SELECT * FROM lake.image_features
+               WHERE model_name = ? AND ts >= coalesce(?, TIMESTAMPTZ 'epoch')
+               ORDER BY ts DESC, prediction_id DESC LIMIT ?""",
+            [model_name, since, int(limit)],
+        )
+
+    def vision_stats(self, model_name: str, since: dt.datetime | None = None) -> dict[str, Any]:
+        """Serving figures of the vision model: images, uncertain share, latency and edge
+        inference percentiles, edge FPS, defect rate (share of images with a detection),
+        a confidence histogram (10 bins over 0–1) and counts and confidence per class."""
+        params = [model_name, since]
+        where = "model_name = ? AND ts >= coalesce(?, TIMESTAMPTZ 'epoch')"
+        n, uncertain, p50, p99 = self.lake.rows(
+            f"""SELECT count(*), count(*) FILTER (uncertain),
+                       quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99)
+                FROM lake.predictions WHERE {where} AND task IS NOT NULL""",
+            params,
+        )[0]
+        f = self.lake.rows(
+            f"""SELECT count(*), count(*) FILTER (n_detections > 0),
+                       avg(fps) FILTER (origin = 'edge'),
+                       quantile_cont(inference_ms, 0.5), quantile_cont(inference_ms, 0.99)
+                FROM lake.image_features WHERE {where}""",
+            params,
+        )[0]
+        per_class = self.lake.rows(
+            f"""SELECT d.class, count(*), avg(d.confidence), count(*) FILTER (d.uncertain)
+                FROM lake.detections d SEMI JOIN (
+                    SELECT prediction_id FROM lake.predictions WHERE {where}) p
+                USING (prediction_id) GROUP BY d.class ORDER BY d.class""",
+            params,
+        )
+        hist = dict(
+            self.lake.rows(
+                f"""SELECT least(floor(d.confidence * 10), 9)::INTEGER AS bin, count(*)
+                    FROM lake.detections d SEMI JOIN (
+                        SELECT prediction_id FROM lake.predictions WHERE {where}) p
+                    USING (prediction_id) GROUP BY bin""",
+                params,
+            )
+        )
+        if not hist:  # classification: the top-1 confidence of each image
+            hist = dict(
+                self.lake.rows(
+                    f"""SELECT least(floor(confidence * 10), 9)::INTEGER AS bin, count(*)
+                        FROM lake.predictions WHERE {where} AND task = 'classify'
+                        GROUP BY bin""",
+                    params,
+                )
+            )
+            per_class = self.lake.rows(
+                f"""SELECT prediction, count(*), avg(confidence), count(*) FILTER (uncertain)
+                    FROM lake.predictions WHERE {where} AND task = 'classify'
+                    GROUP BY prediction ORDER BY prediction""",
+                params,
+            )
+        n_features, with_detections = int(f[0]), int(f[1])
+        return {
+            "images": int(n),
+            "uncertain": int(uncertain),
+            "latency_ms_p50": p50,
+            "latency_ms_p99": p99,
+            "edge_fps": f[2],
+            "inference_ms_p50": f[3],
+            "inference_ms_p99": f[4],
+            "defect_rate": with_detections / n_features if n_features else None,
+            "confidence_histogram": {
+                "edges": [round(i / 10, 1) for i in range(11)],
+                "counts": [int(hist.get(i, 0)) for i in range(10)],
+            },
+            "per_class": {
+                str(cls): {"count": int(c), "mean_confidence": conf, "uncertain": int(u)}
+                for cls, c, conf, u in per_class
+            },
+        }
+
+    def vision_queue_candidates(self, since: dt.datetime) -> pa.Table:
+        """Uncertain detection predictions logged at or after `since` that never entered the
+        queue, with an informativeness score: the margin ``1 - |2c - 1|`` of their least
+        certain uncertain box (1 at confidence 0.5, as `labeling.informativeness` for two
+        classes)."""
+        return self.lake.query(
+            """SELECT p.prediction_id, p.ts, p.model_version,
+                      max(1 - abs(2 * d.confidence - 1)) AS score
+               FROM lake.predictions p JOIN lake.detections d USING (prediction_id)
+               WHERE p.uncertain AND p.task = 'detect' AND p.ts >= ? AND d.ts >= ?
+                 AND d.uncertain
+                 AND p.prediction_id NOT IN (
+                     SELECT prediction_id FROM lake.labeling_queue WHERE prediction_ts >= ?)
+               GROUP BY ALL""",
+            [since, since, since],
+        )
+
+    def latest_vision_drift(self) -> list[dict[str, Any]]:
+        """Every row of the most recent image drift check."""
+        return self.lake.query(
+            """SELECT * FROM lake.drift_results
+               WHERE run_id = (SELECT arg_max(run_id, ts) FROM lake.drift_results
+                               WHERE modality = 'image')
+               ORDER BY drifted DESC, p_adjusted NULLS LAST, feature"""
+        ).to_pylist()
+
 
 def _time_range(since: dt.datetime | None, until: dt.datetime | None) -> tuple[str, list[Any]]:
-    """A WHERE condition on `ts` for an optional [since, until) range, and its parameters."""
-    where, params = ["TRUE"], []
+    """A WHERE condition on `ts` for an optional [since, until) range of tabular predictions
+    (image predictions, `task` set, have their own window), and its parameters."""
+    where, params = ["task IS NULL"], []
     if since is not None:
         where.append("ts >= ?")
         params.append(since)

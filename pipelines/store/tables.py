@@ -17,10 +17,10 @@ TABLES: dict[str, str] = {
     "predictions": """
         prediction_id VARCHAR, ts TIMESTAMPTZ, model_name VARCHAR, model_version VARCHAR,
         prediction VARCHAR, confidence DOUBLE, probabilities DOUBLE[], latency_ms DOUBLE,
-        uncertain BOOLEAN, image_ref VARCHAR""",
+        uncertain BOOLEAN, image_ref VARCHAR, task VARCHAR, origin VARCHAR""",
     "detections": """
         prediction_id VARCHAR, ts TIMESTAMPTZ, x1 DOUBLE, y1 DOUBLE, x2 DOUBLE, y2 DOUBLE,
-        class VARCHAR, confidence DOUBLE, uncertain BOOLEAN""",
+        class VARCHAR, confidence DOUBLE, uncertain BOOLEAN, class_index BIGINT""",
     "feedback": """
         feedback_id VARCHAR, prediction_id VARCHAR, label VARCHAR, correct BOOLEAN,
         source VARCHAR, who VARCHAR, model_version VARCHAR, ts TIMESTAMPTZ""",
@@ -33,14 +33,29 @@ TABLES: dict[str, str] = {
         kind VARCHAR, test VARCHAR, statistic DOUBLE, p_value DOUBLE, p_adjusted DOUBLE,
         effect_size DOUBLE, effect_metric VARCHAR, threshold DOUBLE, drifted BOOLEAN,
         dataset_drift BOOLEAN, drift_share DOUBLE, role VARCHAR, status VARCHAR,
-        missing_share DOUBLE, method VARCHAR, trigger VARCHAR""",
+        missing_share DOUBLE, method VARCHAR, trigger VARCHAR, modality VARCHAR""",
     "retraining_events": """
         event_id VARCHAR, ts TIMESTAMPTZ, trigger VARCHAR, reasons VARCHAR, status VARCHAR,
         snapshot_id BIGINT, champion_version VARCHAR, candidate_version VARCHAR,
-        metrics VARCHAR, decision VARCHAR, who VARCHAR, notebook VARCHAR, error VARCHAR""",
+        metrics VARCHAR, decision VARCHAR, who VARCHAR, notebook VARCHAR, error VARCHAR,
+        model_name VARCHAR""",
     "model_events": """
         event_id VARCHAR, ts TIMESTAMPTZ, model_name VARCHAR, event VARCHAR,
         from_version VARCHAR, to_version VARCHAR, who VARCHAR, why VARCHAR""",
+    # -- vision ----------------------------------------------------------------------------
+    # The original labeled images a vision model is trained on (the image itself lives in the
+    # content-addressed image store; `label` is a class name, or JSON boxes for detection).
+    "ingested_images": """
+        record_id VARCHAR, batch_id VARCHAR, image_ref VARCHAR, task VARCHAR, split VARCHAR,
+        label VARCHAR, source VARCHAR, width BIGINT, height BIGINT, ingested_at TIMESTAMPTZ""",
+    # Per image: quality features and output features, what image drift is measured on.
+    # `origin` is api / edge for served images.
+    "image_features": """
+        prediction_id VARCHAR, ts TIMESTAMPTZ, model_name VARCHAR, model_version VARCHAR,
+        origin VARCHAR, brightness DOUBLE, contrast DOUBLE, blur DOUBLE, mean_r DOUBLE,
+        mean_g DOUBLE, mean_b DOUBLE, saturation DOUBLE, width DOUBLE, height DOUBLE,
+        n_detections DOUBLE, mean_box_area DOUBLE, mean_confidence DOUBLE, top_class VARCHAR,
+        fps DOUBLE, inference_ms DOUBLE""",
 }
 
 # Tables whose `features` column is typed by the dataset schema.

@@ -188,3 +188,15 @@ def test_progress_counts_toward_the_next_retrain(trained) -> None:
         "new_labels": 1,
         "needed_for_retrain": settings.retrain_min_new_labels - 1,
     }
+
+
+def test_an_incremental_scan_reads_only_recent_predictions(trained) -> None:
+    _, store, _ = trained
+    now = dt.datetime.now(dt.UTC)
+    old_ids = log_predictions(store, two_class([0.5]), ts=now.timestamp() - 600)
+    new_ids = log_predictions(store, two_class([0.55]), ts=now.timestamp() - 5)
+    scanned = now - dt.timedelta(seconds=30)  # the last scan: the old one was seen then
+    assert queue.refresh(store, QueuePolicy(), now=now, last_scan=scanned) == 1
+    assert [i["prediction_id"] for i in queue.items(store)["items"]] == new_ids
+    assert queue.refresh(store, QueuePolicy(), now=now) == 1  # a full scan finds the old one
+    assert {i["prediction_id"] for i in queue.items(store)["items"]} == {*old_ids, *new_ids}

@@ -1,0 +1,191 @@
+"""What the dashboard process holds while it runs: one store, registry, serving model and log.
+
+Dash runs callbacks on many threads; opening the lake, MLflow or the ONNX session per callback
+would cost more than the callbacks' own work, so they are opened once per process by
+`open_services` (called from `create_app`) and shared (a store gives each thread its own
+cursor).
+
+The lake is attached twice: `store`, read-only, for every page read, and `writer` for the few
+writes (feedback, labels, promotions, retrain events, the prediction log). Reads of a
+read-write attachment from several threads at once stalled for ~1 s about one time in twenty
+(a SQLite catalog lock wait: 2-4 threads × 20 reads, 1.0 s maxima), and a page load fires
+several callbacks at once; read-only attachments showed no such stall.
+
+The dashboard predicts and labels like the API does, so it holds a `PredictionLog` of its own:
+the Predict page's answers are logged durably before they are shown, like any prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.predicting import Band
+from pipelines.registry import Registry
+from pipelines.schema import FeatureSchema, SchemaError
+from pipelines.serving import ModelHolder
+from pipelines.settings import Settings
+from pipelines.store import Store
+from pipelines.store.spool import PredictionLog
+
+logger = logging.getLogger(__name__)
+
+# Reference ranges change only with the champion: computed once per (version, snapshot).
+_RANGES_LOCK = threading.Lock()
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store  # read-only: every page read
+    writer: Store  # read-write: feedback, labels, promotions, retrain events, prediction log
+    registry: Registry
+    models: ModelHolder
+    log: PredictionLog
+    band: Band
+    started_at: float = field(default_factory=time.time)
+    # Pages that show many independent figures read them at once (see `gather`).
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(4, thread_name_prefix="dashboard-read")
+    )
+    _ranges: dict[tuple[str, int], dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, settings: Settings) -> Services:
+        writer = Store.open(settings)  # first: creates missing tables for the reader
+        store = Store.open(settings, read_only=True)
+        registry = Registry.from_settings(settings)
+        log = PredictionLog(
+            writer,
+            settings.spool_dir,
+            flush_interval=settings.flush_interval,
+            max_rows=settings.flush_max_rows,
+        )
+        log.start()
+        models = ModelHolder(registry, interval=settings.reload_interval)
+        try:
+            models.refresh()
+        except Exception:
+            logger.exception("could not load the champion; the Predict page waits for one")
+        models.start()
+        return cls(
+            settings=settings,
+            store=store,
+            writer=writer,
+            registry=registry,
+            models=models,
+            log=log,
+            band=Band(settings.uncertainty_low, settings.uncertainty_high),
+        )
+
+    def gather(self, **reads: Callable[[], Any]) -> dict[str, Any]:
+        """Run independent reads at once; their results by name (the first error is raised)."""
+        futures = {name: self.pool.submit(read) for name, read in reads.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+    def stop(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.models.stop()
+        self.log.close()
+        self.store.close()
+        self.writer.close()
+
+    def schema(self) -> FeatureSchema | None:
+        """The serving champion's schema (with classes and categories), else the dataset's."""
+        model = self.models.model
+        return model.schema if model is not None else self.store.dataset_schema()
+
+    def reference_ranges(self) -> dict[str, dict[str, Any]]:
+        """The champion's training ranges per feature (empty without a champion)."""
+        from pipelines.dashboard_queries import reference_ranges
+
+        model = self.models.model
+        if model is None or model.snapshot_id is None:
+            return {}
+        key = (model.version, model.snapshot_id)
+        with _RANGES_LOCK:
+            if key not in self._ranges:
+                self._ranges[key] = reference_ranges(self.store, model.schema, model.snapshot_id)
+            return self._ranges[key]
+
+    def feedback(
+        self,
+        prediction: dict[str, Any],
+        *,
+        label: Any = None,
+        correct: bool | None = None,
+        who: str = "dashboard",
+    ) -> str:
+        """A person's verdict on a prediction this process made and still holds (its id,
+        class and model version), checked as `POST /feedback` checks it: the label must be one
+        of the model's classes, and a label implies whether the prediction was right.
+
+        Raises:
+            SchemaError: the label is not one of the classes, or contradicts `correct`.
+        """
+        schema = self.schema()
+        if schema is None:
+            raise SchemaError("no dataset schema yet")
+        stored = None
+        if label is not None:
+            stored = schema.label_to_store(label)
+            implied = str(prediction["prediction"]) == stored
+            if correct is not None and correct != implied:
+                raise SchemaError(f"correct={correct} contradicts the label and the prediction")
+            correct = implied
+        if stored is None and correct is None:
+            raise SchemaError("give a label or say whether the prediction was correct")
+        return self.writer.add_feedback(
+            prediction["prediction_id"],
+            label=stored,
+            correct=correct,
+            source="dashboard",
+            who=who,
+            model_version=prediction.get("model_version"),
+        )
+
+
+_services: Services | None = None
+_lock = threading.Lock()
+
+
+def open_services(settings: Settings) -> Services:
+    """Open the process's services once (later calls return the same ones)."""
+    global _services
+    with _lock:
+        if _services is None:
+            _services = Services.start(settings)
+        return _services
+
+
+def services() -> Services:
+    """The services `create_app` opened; a callback runs only after that."""
+    if _services is None:
+        raise RuntimeError("dashboard services are not open: build the app with create_app()")
+    return _services
+
+
+def close_services() -> None:
+    global _services
+    with _lock:
+        if _services is not None:
+            _services.stop()
+            _services = None
+
+
+def tail_lines(path: Path, n: int, block: int = 16_384) -> list[str]:
+    """The last `n` lines of a log file, read from its end (logs grow all day)."""
+    if not path.exists():
+        return []
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - block))
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    return lines[-n:]

@@ -1,0 +1,296 @@
+"""Pure figure builders: plain data in, a plotly figure out. No store, no Dash, no I/O.
+
+The pages' callbacks read through `pipelines` and hand the rows to these, so every chart can be
+unit-tested from a literal list of dicts, and the same look holds across pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+
+REFERENCE_COLOR = "#7f8c8d"
+CURRENT_COLOR = "#2c7fb8"
+CHAMPION_COLOR = "#2c7fb8"
+CHALLENGER_COLOR = "#f39c12"
+GOOD_COLOR = "#27ae60"
+BAD_COLOR = "#c0392b"
+_MARGIN = {"l": 50, "r": 20, "t": 40, "b": 40}
+
+
+def _layout(fig: go.Figure, title: str, **extra: Any) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 14}},
+        margin=_MARGIN,
+        template="plotly_white",
+        height=extra.pop("height", 300),
+        **extra,
+    )
+    return fig
+
+
+def empty(message: str, title: str = "") -> go.Figure:
+    """A blank chart that says why there is nothing to draw (no data yet, no check yet)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title)
+
+
+def throughput(
+    rows: Sequence[Mapping[str, Any]],
+    title: str = "Predictions per minute",
+    *,
+    start: Any = None,
+    end: Any = None,
+) -> go.Figure:
+    """Predictions per minute, the uncertain ones stacked apart (rows: minute, n, uncertain).
+
+    `start` and `end` fix the time axis (the last hour, say), so that a quiet hour with one
+    busy minute shows as that, not as one bar stretched over the whole chart.
+    """
+    if not rows:
+        return empty("no predictions in this period", title)
+    minutes = [r["minute"] for r in rows]
+    uncertain = [int(r.get("uncertain") or 0) for r in rows]
+    certain = [int(r["n"]) - u for r, u in zip(rows, uncertain, strict=True)]
+    width = [60_000] * len(rows)  # one minute, in the milliseconds of a date axis
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=minutes,
+                y=certain,
+                name="confident",
+                marker_color=CURRENT_COLOR,
+                width=width,
+                offset=0,
+            ),
+            go.Bar(
+                x=minutes,
+                y=uncertain,
+                name="uncertain",
+                marker_color=CHALLENGER_COLOR,
+                width=width,
+                offset=0,
+            ),
+        ]
+    )
+    fig.update_xaxes(type="date")
+    if start is not None and end is not None:
+        fig.update_xaxes(range=[start, end])
+    return _layout(fig, title, barmode="stack", bargap=0.05, legend={"orientation": "h"})
+
+
+def drift_heatmap(
+    history: Sequence[Mapping[str, Any]], title: str = "Drift per feature"
+) -> go.Figure:
+    """Effect size per feature (rows) and check (columns); drifted cells marked with ●.
+
+    `history` rows carry run_id, ts, feature, effect_size and drifted (`Store.drift_history`).
+    Columns are checks in time order; a feature a check did not test is left blank.
+    """
+    if not history:
+        return empty("no drift check yet: run `make drift` or wait for the worker", title)
+    runs: dict[str, Any] = {}
+    for r in history:
+        runs[r["run_id"]] = min(runs.get(r["run_id"], r["ts"]), r["ts"])
+    order = sorted(runs, key=lambda run: runs[run])
+    features = sorted({r["feature"] for r in history})
+    col = {run: i for i, run in enumerate(order)}
+    row = {f: i for i, f in enumerate(features)}
+    z: list[list[float | None]] = [[None] * len(order) for _ in features]
+    text = [[""] * len(order) for _ in features]
+    for r in history:
+        i, j = row[r["feature"]], col[r["run_id"]]
+        effect = r.get("effect_size")
+        z[i][j] = None if effect is None or not math.isfinite(effect) else float(effect)
+        text[i][j] = "●" if r.get("drifted") else ""
+    # One column per check, labelled by its time: checks are minutes or hours apart, and a
+    # time axis would draw them as slivers of uneven width.
+    labels = [_when(runs[run]) for run in order]
+    fig = go.Figure(
+        go.Heatmap(
+            x=labels,
+            y=features,
+            z=z,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="YlOrRd",
+            zmin=0.0,
+            colorbar={"title": "effect"},
+            hovertemplate="%{y}<br>%{x}<br>effect size %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(type="category")
+    return _layout(fig, title, height=max(260, 28 * len(features) + 120))
+
+
+def _when(ts: Any) -> str:
+    """A check's time as a short, unique-enough axis label."""
+    return ts.strftime("%m-%d %H:%M:%S") if hasattr(ts, "strftime") else str(ts)
+
+
+def distribution(dist: Mapping[str, Any], feature: str, title: str | None = None) -> go.Figure:
+    """Reference vs current share per bin (from `dashboard_queries.distribution`).
+
+    Shares rather than counts: the training set and the window differ in size by orders of
+    magnitude, and what matters is the shape.
+    """
+    title = title or f"{feature}: reference vs current"
+    bins = list(dist.get("bins") or [])
+    if not bins:
+        return empty(f"no values of {feature} to compare", title)
+    ref, cur = list(dist["reference"]), list(dist["current"])
+    ref_total, cur_total = sum(ref) or 1, sum(cur) or 1
+    width = dist.get("width")
+    x = bins if width is None else [b + width / 2 for b in bins]
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=x,
+                y=[v / ref_total for v in ref],
+                name=f"reference (n={sum(ref):,})",
+                marker_color=REFERENCE_COLOR,
+                opacity=0.6,
+                width=width,
+            ),
+            go.Bar(
+                x=x,
+                y=[v / cur_total for v in cur],
+                name=f"current (n={sum(cur):,})",
+                marker_color=CURRENT_COLOR,
+                opacity=0.6,
+                width=width,
+            ),
+        ]
+    )
+    fig.update_yaxes(tickformat=".0%", title="share")
+    return _layout(fig, title, barmode="overlay", legend={"orientation": "h"})
+
+
+def probabilities(
+    classes: Sequence[Any], probs: Sequence[float], predicted: Any = None, title: str = ""
+) -> go.Figure:
+    """Probability per class as horizontal bars, the predicted class highlighted."""
+    if not classes:
+        return empty("no probabilities", title or "Probabilities")
+    labels = [str(c) for c in classes]
+    colors = [CURRENT_COLOR if str(c) == str(predicted) else REFERENCE_COLOR for c in classes]
+    fig = go.Figure(
+        go.Bar(
+            x=list(probs),
+            y=labels,
+            orientation="h",
+            marker_color=colors,
+            text=[f"{p:.1%}" for p in probs],
+            textposition="auto",
+        )
+    )
+    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(type="category", autorange="reversed")
+    return _layout(fig, title or "Probabilities", height=max(160, 40 * len(labels) + 80))
+
+
+def metrics_comparison(
+    champion: Mapping[str, float] | None,
+    challenger: Mapping[str, float] | None,
+    *,
+    champion_label: str = "champion",
+    challenger_label: str = "challenger",
+    title: str = "Held-out metrics",
+) -> go.Figure:
+    """Accuracy, macro-F1 and per-class recall of two versions side by side (higher is better).
+
+    Only metrics in [0, 1] where higher is better are drawn, so the bars read on one axis; a
+    metric one side lacks is left out for that side.
+    """
+    names = ["accuracy", "macro_f1"]
+    recalls = sorted(
+        {k for side in (champion or {}, challenger or {}) for k in side if k.startswith("recall_")}
+    )
+    names += recalls
+    sides = [
+        (champion, champion_label, CHAMPION_COLOR),
+        (challenger, challenger_label, CHALLENGER_COLOR),
+    ]
+    bars = []
+    for metrics, label, color in sides:
+        if not metrics:
+            continue
+        shown = [n for n in names if isinstance(metrics.get(n), int | float)]
+        bars.append(
+            go.Bar(
+                x=[n.replace("recall_", "recall ") for n in shown],
+                y=[float(metrics[n]) for n in shown],
+                name=label,
+                marker_color=color,
+                text=[f"{float(metrics[n]):.3f}" for n in shown],
+                textposition="outside",
+            )
+        )
+    if not bars:
+        return empty("no metrics recorded", title)
+    fig = go.Figure(bars)
+    fig.update_yaxes(range=[0, 1.1])
+    return _layout(fig, title, barmode="group", legend={"orientation": "h"})
+
+
+def image_with_boxes(image: Any, boxes: Sequence[Mapping[str, Any]], title: str = "") -> go.Figure:
+    """An image (array H×W[×C], PIL image or PNG bytes) with its detection boxes drawn.
+
+    `boxes` rows carry x1, y1, x2, y2 in pixels, `class` and `confidence`.
+    """
+    from PIL import Image
+
+    pil: Image.Image
+    if isinstance(image, bytes | bytearray):
+        pil = Image.open(io.BytesIO(image))
+    elif isinstance(image, Image.Image):
+        pil = image
+    else:
+        pil = Image.fromarray(image)
+    buf = io.BytesIO()
+    pil.convert("RGB").save(buf, format="PNG")
+    width, height = pil.size
+    source = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    fig = go.Figure()
+    fig.add_layout_image(
+        source=source,
+        x=0,
+        y=0,
+        sizex=width,
+        sizey=height,
+        xref="x",
+        yref="y",
+        layer="below",
+        sizing="stretch",
+    )
+    for box in boxes:
+        color = CHALLENGER_COLOR if box.get("uncertain") else GOOD_COLOR
+        fig.add_shape(
+            type="rect",
+            x0=box["x1"],
+            y0=box["y1"],
+            x1=box["x2"],
+            y1=box["y2"],
+            line={"color": color, "width": 2},
+        )
+        fig.add_annotation(
+            x=box["x1"],
+            y=box["y1"],
+            text=f"{box.get('class')} {float(box.get('confidence') or 0):.2f}",
+            showarrow=False,
+            xanchor="left",
+            yanchor="bottom",
+            bgcolor=color,
+            font={"color": "white", "size": 11},
+        )
+    fig.update_xaxes(range=[0, width], visible=False)
+    fig.update_yaxes(range=[height, 0], visible=False, scaleanchor="x")
+    return _layout(fig, title, height=min(600, max(240, height + 60)))

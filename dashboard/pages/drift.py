@@ -1,0 +1,171 @@
+"""Drift: effect size per feature over the recent checks, the latest check's verdicts, reference
+vs current distribution of a chosen feature, and a link to the latest Evidently report.
+
+The "current" distribution is the latest check's own window (its first and last prediction),
+so the chart shows exactly the rows the verdict is about.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dash
+from dash import Input, Output, callback, dcc, html
+
+from dashboard import components as c
+from dashboard import figures
+from dashboard.data import services
+from pipelines import dashboard_queries as dq
+from pipelines.monitoring import latest_summary
+
+dash.register_page(__name__, path="/drift", name="Drift", order=1)
+
+HISTORY_RUNS = 50
+COLUMNS = [
+    "feature",
+    "role",
+    "test",
+    "statistic",
+    "p_value",
+    "p_adjusted",
+    "effect_size",
+    "drifted",
+]
+HEADERS = [
+    "feature",
+    "role",
+    "test",
+    "statistic",
+    "p-value",
+    "p (adjusted)",
+    "effect size",
+    "drift",
+]
+
+
+def layout(**_: Any) -> html.Div:
+    return html.Div(
+        [
+            html.H2("Drift"),
+            dcc.Interval(id="drift-interval", interval=30_000),
+            html.Div(id="drift-summary", className="cards"),
+            html.Div(dcc.Graph(id="drift-heatmap"), className="panel"),
+            html.Div(
+                [html.H3("Latest check"), html.Div(id="drift-table")],
+                className="panel",
+            ),
+            html.Div(
+                [
+                    html.H3("Reference vs current"),
+                    dcc.Dropdown(id="drift-feature", clearable=False, style={"width": "320px"}),
+                    dcc.Graph(id="drift-distribution"),
+                ],
+                className="panel",
+            ),
+        ]
+    )
+
+
+@callback(
+    Output("drift-summary", "children"),
+    Output("drift-heatmap", "figure"),
+    Output("drift-table", "children"),
+    Output("drift-feature", "options"),
+    Output("drift-feature", "value"),
+    Input("drift-interval", "n_intervals"),
+)
+def refresh(_: int | None) -> tuple[list[Any], Any, Any, list[dict[str, str]], str | None]:
+    """Summary cards, the heatmap over the last checks and the latest check's table."""
+    s = services()
+    got = s.gather(
+        latest=lambda: latest_summary(s.store),
+        history=lambda: s.store.drift_history(HISTORY_RUNS),
+    )
+    latest = got["latest"]
+    history = [r for r in got["history"] if r["feature"]]
+    heatmap = figures.drift_heatmap(history, f"Effect size per column, last {HISTORY_RUNS} checks")
+    schema = s.schema()
+    names = schema.names if schema is not None else []
+    options = [{"label": n, "value": n} for n in names]
+    if latest["run_id"] is None:
+        return (
+            [c.card("Latest check", "none", "run `make drift` or wait for the worker")],
+            heatmap,
+            "",
+            options,
+            (names[0] if names else None),
+        )
+    rows = latest["features"]
+    summary = [
+        c.card("Drift share", f"{latest['drift_share']:.0%}", latest["method"] or ""),
+        c.card(
+            "Dataset drift",
+            "yes" if latest["dataset_drift"] else "no",
+            ", ".join(latest["drifted_features"]) or "no feature drifted",
+        ),
+        c.card(
+            "Window",
+            f"{latest['n_current']:,}",
+            f"predictions {c.fmt(latest['window_start'])} → {c.fmt(latest['window_end'])}",
+        ),
+        c.card("Checked", c.ago(latest["ts"]), f"model v{latest['model_version']}"),
+        html.Div(_report_link(s.settings.reports_dir), className="card"),
+    ]
+    table = c.table(
+        rows,
+        COLUMNS,
+        headers=HEADERS,
+        row_class=["unmet" if r["drifted"] else "" for r in rows],
+        id="drift-latest-table",
+    )
+    drifted = [n for n in latest["drifted_features"] if n in names]
+    return summary, heatmap, table, options, (drifted or names or [None])[0]
+
+
+@callback(
+    Output("drift-distribution", "figure"),
+    Input("drift-feature", "value"),
+)
+def distribution(feature: str | None) -> Any:
+    """The chosen feature over the champion's training rows and the latest check's window."""
+    s = services()
+    model = s.models.model
+    if not feature or model is None or model.snapshot_id is None:
+        return figures.empty("no champion model, or no feature chosen")
+    latest = latest_summary(s.store)
+    if latest["run_id"] is None:
+        return figures.empty("no drift check yet: nothing to compare with")
+    kinds = {f.name: f.kind for f in model.schema.features}
+    if feature not in kinds:
+        return figures.empty(f"{feature} is not a feature of the champion")
+    dist = dq.distribution(
+        s.store,
+        feature,
+        kinds[feature],
+        snapshot_id=model.snapshot_id,
+        since=latest["window_start"],
+        until=latest["window_end"],
+    )
+    return figures.distribution(dist, feature)
+
+
+def _report_link(reports: Path) -> list[Any]:
+    """The newest Evidently HTML report, served by the app under /reports/."""
+    found = (
+        sorted(reports.glob("evidently-*.html"), key=lambda p: p.stat().st_mtime)
+        if reports.exists()
+        else []
+    )
+    if not found:
+        return [
+            html.Div("Evidently report", className="title"),
+            html.Div("none yet: make drift", className="detail"),
+        ]
+    newest = found[-1]
+    return [
+        html.Div("Evidently report", className="title"),
+        html.A(
+            newest.name, href=f"/reports/{newest.name}", target="_blank", id="drift-report-link"
+        ),
+    ]

@@ -1,0 +1,188 @@
+"""`driftlab simulate`: live traffic and people, against a running API, to watch the loop turn.
+
+The demo stream (`demo.replay`) is sent to POST /predict at a steady rate: first rows of the
+population the champion was trained on, then the real shift (the older cohort). Meanwhile it
+behaves like the people around a model: a downstream system sends the true label back for a
+share of the predictions (POST /feedback), and a reviewer works through the labeling queue,
+labeling most items with their true class and skipping the rest. With `make up` running, the
+worker then sees the drift, the queue fills, the retraining policy's conditions become true, a
+retrain runs and the new champion takes over; the progress bar shows each of these as it
+happens. Everything is drawn from one seed, so two runs send the same requests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+
+from pipelines import demo
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What the simulation sends, and how fast.
+
+    Attributes:
+        api: Base URL of the running API.
+        in_distribution: Rows of the training population sent before the shift.
+        shifted: Rows of the shifted population (None: all of them, 2,496).
+        rate: Rows per second.
+        batch: Rows per /predict request.
+        feedback_share: Share of predictions whose true label comes back as feedback.
+        answer_share: Share of queue items the reviewer labels; the others are skipped.
+        review_every: Seconds between the reviewer's visits to the queue.
+        wait: Seconds to keep watching for a retrain after the stream ends.
+        seed: Seeds the stream's order and every choice.
+        api_key: Sent as X-API-Key when the API needs one.
+    """
+
+    api: str = "http://127.0.0.1:8000"
+    in_distribution: int = 600
+    shifted: int | None = None
+    rate: float = 40.0
+    batch: int = 10
+    feedback_share: float = 0.25
+    answer_share: float = 0.8
+    review_every: float = 5.0
+    wait: float = 180.0
+    seed: int = 0
+    api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("feedback_share", "answer_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1]")
+        if self.rate <= 0 or self.batch < 1:
+            raise ValueError("rate must be > 0 and batch >= 1")
+
+
+@dataclass
+class Tally:
+    predictions: int = 0
+    feedback: int = 0
+    labeled: int = 0
+    skipped: int = 0
+    errors: int = 0
+
+
+def stream(config: SimulationConfig) -> Iterator[tuple[list[dict[str, Any]], list[int]]]:
+    """Batches of (records, true labels): the training population first, then the shift."""
+    split = demo.demo_split(config.seed)
+    live = split.live.head(config.in_distribution)
+    shifted = split.shifted if config.shifted is None else split.shifted.head(config.shifted)
+    for part in (live, shifted):
+        for start in range(0, len(part), config.batch):
+            chunk = part.iloc[start : start + config.batch]
+            yield demo.records(chunk), chunk[demo.LABEL].tolist()
+
+
+def run(config: SimulationConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Send the stream, answer feedback and the queue, then watch for a retrain; returns what
+    happened (also printed by the CLI)."""
+    from tqdm import tqdm
+
+    headers = {"X-API-Key": config.api_key} if config.api_key else {}
+    http = httpx.Client(base_url=config.api, timeout=30, headers=headers)
+    rng = np.random.default_rng(config.seed)
+    truth: dict[str, int] = {}
+    tally = Tally()
+    start_version = _status(http)["version"]
+    n_rows = config.in_distribution + (
+        len(demo.demo_split(config.seed).shifted) if config.shifted is None else config.shifted
+    )
+    bar = tqdm(total=n_rows, unit="row", disable=not progress, desc="simulate")
+    started = time.monotonic()
+    next_review = started + config.review_every
+    for records, labels in stream(config):
+        r = http.post("/predict", json={"records": records})
+        if r.status_code != 200:
+            tally.errors += 1
+            continue
+        out = r.json()
+        tally.predictions += len(records)
+        for pid, label in zip(out["prediction_ids"], labels, strict=True):
+            truth[pid] = label
+            if rng.random() < config.feedback_share:
+                sent = http.post("/feedback", json={"prediction_id": pid, "label": label})
+                tally.feedback += sent.status_code == 200
+                tally.errors += sent.status_code != 200
+        bar.update(len(records))
+        if time.monotonic() >= next_review:
+            _review(http, truth, rng, config, tally)
+            bar.set_postfix(_postfix(http, tally), refresh=False)
+            next_review = time.monotonic() + config.review_every
+        # Keep the rate: sleep what is left of this batch's share of time.
+        behind = started + tally.predictions / config.rate - time.monotonic()
+        if behind > 0:
+            time.sleep(behind)
+    bar.close()
+
+    deadline = time.monotonic() + config.wait
+    status = _status(http)
+    while time.monotonic() < deadline and status["version"] == start_version:
+        _review(http, truth, rng, config, tally)
+        if progress:
+            print(f"  waiting for a retrain: {_line(_postfix(http, tally))}", flush=True)  # noqa: T201
+        time.sleep(config.review_every)
+        status = _status(http)
+    return {
+        **tally.__dict__,
+        "champion_before": start_version,
+        "champion_after": status["version"],
+        "drift": _get(http, "/api/metrics/drift", {}).get("dataset_drift"),
+        "latest_retrain": (_get(http, "/api/retraining/status", {}) or {}).get("latest"),
+    }
+
+
+def _review(
+    http: httpx.Client,
+    truth: dict[str, int],
+    rng: np.random.Generator,
+    config: SimulationConfig,
+    tally: Tally,
+) -> None:
+    """One visit of the reviewer: answer what is pending, most informative first."""
+    items = _get(http, "/api/labeling-queue", {}, params={"limit": 20}).get("items", [])
+    for item in items:
+        pid = item["prediction_id"]
+        if pid in truth and rng.random() < config.answer_share:
+            r = http.post(
+                f"/api/labeling-queue/{pid}/label", json={"label": truth[pid], "who": "simulate"}
+            )
+            tally.labeled += r.status_code == 200
+        else:
+            r = http.post(f"/api/labeling-queue/{pid}/skip", json={"who": "simulate"})
+            tally.skipped += r.status_code == 200
+
+
+def _status(http: httpx.Client) -> dict[str, Any]:
+    return _get(http, "/api/model-status", {"version": None})
+
+
+def _get(http: httpx.Client, path: str, default: Any, **kwargs: Any) -> Any:
+    try:
+        r = http.get(path, **kwargs)
+    except httpx.HTTPError:
+        return default
+    return r.json() if r.status_code == 200 else default
+
+
+def _postfix(http: httpx.Client, tally: Tally) -> dict[str, Any]:
+    drift = _get(http, "/api/metrics/drift", {})
+    retrain = (_get(http, "/api/retraining/status", {}) or {}).get("latest") or {}
+    return {
+        "champion": _status(http)["version"],
+        "drift": drift.get("drift_share"),
+        "queue": _get(http, "/api/labeling-queue", {}, params={"limit": 1}).get("total"),
+        "labeled": tally.labeled,
+        "retrain": retrain.get("status", "-"),
+    }
+
+
+def _line(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in values.items())

@@ -1,0 +1,493 @@
+"""Retraining the vision model: the same run, lock and audit trail as the tabular loop.
+
+A run reads every labeled image of one store snapshot (the original training images plus the
+people's reviewed labels on served images), exports them as a YOLO dataset, fine-tunes the
+champion's weights on it (the user's weights, or a fresh architecture, when there is no
+champion), registers the weights and their ONNX export with the snapshot, and gates: champion
+and challenger are scored on the same two held-out sets,
+
+* ``fixed``: the original images of the ``val`` split, never trained on;
+* ``recent``: the human-labeled served images that a stable hash of their id holds out
+  (``training.heldout_mask``; the same image stays held out in every later run),
+
+with mAP50-95 (detection) or top-1 (classification) as the primary metric and per-class recall
+for the "no class drops" rule, through ``retraining.gate_sets``. The run's states are
+``retraining_events`` rows and it holds ``retrainer``'s lock, so a vision and a tabular retrain
+never run at once. ``retrainer.trigger(..., vision=True)`` starts this module in the background
+(``python -m pipelines.vision.retrain``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines import models, retrainer
+from pipelines.registry import CHALLENGER, CHAMPION, Registry
+from pipelines.retraining import FIXED, RECENT, RetrainPolicy, gate_sets
+from pipelines.settings import Settings, get_settings
+from pipelines.store import Store, new_id
+from pipelines.training import heldout_mask
+from pipelines.vision import data as vdata
+from pipelines.vision import yolo
+from pipelines.vision.images import store_image
+from pipelines.vision.offline import prepare_offline
+from pipelines.vision.serving import load_vision_version
+
+logger = logging.getLogger(__name__)
+
+RECENT_SHARE = 0.2
+"""Share of human-labeled images held out to judge both models on recent traffic."""
+MATCH_IOU = 0.5
+"""A predicted box finds its object at this overlap (for per-class recall)."""
+
+
+def prepare(settings: Settings, runs_dir: Path | None = None) -> Path:
+    """Ultralytics offline, in our folders: the configured YOLO dir (or one the environment
+    already chose, as `process_env` passes to child processes)."""
+    config = settings.yolo_config_dir_override
+    if config is None and not os.environ.get("YOLO_CONFIG_DIR"):
+        config = settings.yolo_config_dir
+    return prepare_offline(
+        config,
+        runs_dir=runs_dir or settings.runs_dir / "vision",
+        datasets_dir=settings.data_dir / "datasets",
+    )
+
+
+# -- the training set -----------------------------------------------------------------------
+
+
+def ingest_items(
+    store: Store,
+    settings: Settings,
+    items: Sequence[vdata.DetectionItem | vdata.ClassificationItem],
+    *,
+    split: str,
+    task: str,
+    names: Sequence[str],
+    source: str = "demo",
+) -> int:
+    """Store labeled images (content-addressed) and record them as original training data.
+
+    Returns the snapshot id of the commit.
+    """
+    import cv2
+
+    rows = []
+    for item in items:
+        image = item.image if isinstance(item.image, np.ndarray) else load_stored_path(item.image)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise OSError("could not encode an image as PNG")
+        stored = store_image(png.tobytes(), settings.images_dir, ".png")
+        if isinstance(item, vdata.DetectionItem):
+            label = boxes_json(item.boxes)
+        else:
+            label = names[item.label]
+        rows.append(
+            {
+                "record_id": f"{source}:{split}:{item.key}" if item.key else None,
+                "image_ref": stored.ref,
+                "task": task,
+                "split": split,
+                "label": label,
+                "source": source,
+                "width": image.shape[1],
+                "height": image.shape[0],
+            }
+        )
+    _, snapshot = store.ingest_images(rows)
+    return snapshot
+
+
+def load_stored_path(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def boxes_json(boxes: Sequence[vdata.Box]) -> str:
+    """Boxes as label text: the same JSON a person's box label is stored as."""
+    return json.dumps([{"class": b.cls, "box": [b.x1, b.y1, b.x2, b.y2]} for b in boxes])
+
+
+def parse_boxes(text: str) -> tuple[vdata.Box, ...]:
+    return tuple(
+        vdata.Box(int(b["class"]), *[float(v) for v in b["box"]]) for b in json.loads(text)
+    )
+
+
+def seed_demo(
+    store: Store,
+    settings: Settings,
+    *,
+    task: str | None = None,
+    n_train: int = 40,
+    n_val: int = 12,
+    size: int = 128,
+    seed: int = 0,
+) -> int:
+    """The demo's original training images (handwritten digits): train and val splits."""
+    task = task or settings.vision_task
+    if task == "detect":
+        train: list[Any] = vdata.make_detection_set(n_train, split="train", size=size, seed=seed)
+        val: list[Any] = vdata.make_detection_set(n_val, split="val", size=size, seed=seed)
+    else:
+        train = vdata.make_classification_set(n_train, split="train", size=size, seed=seed)
+        val = vdata.make_classification_set(n_val, split="val", size=size, seed=seed)
+    ingest_items(store, settings, train, split="train", task=task, names=vdata.DIGIT_NAMES)
+    return ingest_items(store, settings, val, split="val", task=task, names=vdata.DIGIT_NAMES)
+
+
+@dataclasses.dataclass
+class TrainingSet:
+    """The labeled images of a snapshot, sorted into what trains and what judges."""
+
+    snapshot_id: int
+    task: str
+    names: tuple[str, ...]
+    train: list[Any]
+    fixed: list[Any]
+    recent: list[Any]
+
+    def counts(self) -> dict[str, int]:
+        return {"train": len(self.train), FIXED: len(self.fixed), RECENT: len(self.recent)}
+
+
+def training_set(
+    store: Store,
+    settings: Settings,
+    *,
+    task: str,
+    names: Sequence[str],
+    snapshot_id: int | None = None,
+) -> TrainingSet:
+    """Read the original images and the reviewed labels of a snapshot back as dataset items
+    (images as paths into the image store)."""
+    snap, rows = store.vision_training_set(settings.vision_model_name, task, snapshot_id)
+    human = [r for r in rows if r["split"] == "human"]
+    held = heldout_mask([r["record_id"] for r in human], RECENT_SHARE)
+    out = TrainingSet(snap, task, tuple(names), [], [], [])
+    for row in rows:
+        if row["split"] != "human":
+            item = _item(row, settings, task, names)
+            (out.fixed if row["split"] in ("val", "test") else out.train).append(item)
+    for row, is_held in zip(human, held, strict=True):
+        (out.recent if is_held else out.train).append(_item(row, settings, task, names))
+    return out
+
+
+def _item(row: dict[str, Any], settings: Settings, task: str, names: Sequence[str]) -> Any:
+    path = settings.images_dir / row["image_ref"]
+    key = row["record_id"].replace(":", "-")[:120]
+    if task == "detect":
+        return vdata.DetectionItem(path, parse_boxes(row["label"]), key)
+    return vdata.ClassificationItem(path, list(names).index(row["label"]), key)
+
+
+def export(
+    items_by_split: dict[str, list[Any]], root: Path, task: str, names: Sequence[str]
+) -> Path:
+    """A YOLO dataset folder: ``data.yaml`` (detection) or the root (classification)."""
+    if root.exists():
+        shutil.rmtree(root)
+    if task == "detect":
+        return vdata.export_detection_dataset(items_by_split, root, names)
+    return vdata.export_classification_dataset(items_by_split, root, names)
+
+
+# -- scoring --------------------------------------------------------------------------------
+
+
+def evaluate(
+    weights: Path,
+    items: list[Any],
+    *,
+    task: str,
+    names: Sequence[str],
+    workdir: Path,
+    imgsz: int,
+) -> dict[str, float]:
+    """The gate's figures of one model on one held-out set: the primary metric (mAP50-95 by
+    Ultralytics' validator, or top-1), per-class recall (a box found at IoU ≥ 0.5, or the
+    class predicted) and `n`."""
+    if not items:
+        return {"n": 0.0}
+    out: dict[str, float] = {"n": float(len(items))}
+    predictor = yolo.Predictor.from_weights(weights, imgsz=imgsz)
+    found = np.zeros(len(names))
+    support = np.zeros(len(names))
+    if task == "detect":
+        data_yaml = export({"train": items, "val": items}, workdir / "dataset", task, names)
+        metrics = yolo.validate(weights, data_yaml, workdir / "runs", imgsz=imgsz, name="val")
+        out["map50_95"] = metrics.get("map50_95", 0.0)
+        out["map50"] = metrics.get("map50", 0.0)
+        for item in items:
+            result = predictor.predict(load_stored_path(item.image))
+            for box in item.boxes:
+                support[box.cls] += 1
+                if any(
+                    d.cls == box.cls and _iou(d.box, (box.x1, box.y1, box.x2, box.y2)) >= MATCH_IOU
+                    for d in result.detections
+                ):
+                    found[box.cls] += 1
+    else:
+        right = 0
+        for item in items:
+            result = predictor.predict(load_stored_path(item.image))
+            support[item.label] += 1
+            if result.top_class == item.label:
+                found[item.label] += 1
+                right += 1
+        out["top1"] = right / len(items)
+    for i, name in enumerate(names):
+        if support[i]:
+            out[f"recall_{name}"] = float(found[i] / support[i])
+    return out
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def run(
+    settings: Settings,
+    store: Store,
+    registry: Registry | None = None,
+    *,
+    trigger: str = "manual",
+    who: str = "driftlab",
+    reasons: list[str] | None = None,
+    event_id: str | None = None,
+    epochs: int | None = None,
+    imgsz: int | None = None,
+    promote: bool = True,
+    hold_lock: bool = True,
+    policy: RetrainPolicy | None = None,
+    **train_overrides: Any,
+) -> dict[str, Any]:
+    """One vision retraining run, start to finish; returns its final event (also stored).
+
+    Args:
+        epochs: Fine-tuning epochs (default ``Settings.vision_epochs``).
+        imgsz: Input side (default ``Settings.vision_imgsz``).
+        hold_lock: Take the retrain lock; False when the caller already holds it.
+        policy: Gate thresholds (default from the settings); its primary metric is replaced
+            by the task's (mAP50-95 or top-1).
+        **train_overrides: Further Ultralytics train arguments (``fliplr=0.0``, ``batch``...).
+
+    Raises:
+        RetrainBusy: Another run holds the lock (recorded as `skipped`).
+    """
+    registry = registry or Registry.vision_from_settings(settings)
+    event_id = event_id or new_id()
+    base = {
+        "event_id": event_id,
+        "trigger": trigger,
+        "who": who,
+        "reasons": reasons or [],
+        "model_name": registry.model_name,
+    }
+    try:
+        with retrainer._lock(settings) if hold_lock else contextlib.nullcontext():
+            return _run(
+                settings,
+                store,
+                registry,
+                base=base,
+                epochs=epochs or settings.vision_epochs,
+                imgsz=imgsz or settings.vision_imgsz,
+                promote=promote,
+                policy=policy,
+                overrides=train_overrides,
+            )
+    except retrainer.RetrainBusy as exc:
+        store.add_retraining_event({**base, "status": "skipped", "error": str(exc)})
+        raise
+
+
+def _run(
+    settings: Settings,
+    store: Store,
+    registry: Registry,
+    *,
+    base: dict[str, Any],
+    epochs: int,
+    imgsz: int,
+    promote: bool,
+    policy: RetrainPolicy | None,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    champion_version = registry.alias_version(CHAMPION)
+    snapshot = store.snapshot_id()
+    base = {**base, "snapshot_id": snapshot, "champion_version": champion_version}
+    store.add_retraining_event({**base, "status": "running"})
+    workdir = settings.runs_dir / "vision" / base["event_id"]
+    try:
+        prepare(settings, workdir)
+        cache = settings.data_dir / "cache" / "vision"
+        champion = (
+            load_vision_version(registry, champion_version, cache) if champion_version else None
+        )
+        task = champion.task if champion else settings.vision_task
+        names = champion.names if champion else vdata.DIGIT_NAMES
+        data = training_set(store, settings, task=task, names=names, snapshot_id=snapshot)
+        if not data.train or not data.fixed:
+            raise ValueError(
+                f"need original training images of both splits (train, val) for {task!r}; "
+                f"found {data.counts()}: ingest labeled images first"
+            )
+        dataset = export({"train": data.train, "val": data.fixed}, workdir / "dataset", task, names)
+        start_from = champion.weights if champion else settings.vision_weights
+        result = yolo.train(
+            dataset,
+            workdir / "runs",
+            task=task,  # type: ignore[arg-type]
+            weights=start_from,
+            architecture=settings.vision_architecture,
+            epochs=epochs,
+            imgsz=imgsz,
+            name="train",
+            **overrides,
+        )
+        onnx_file = yolo.export_onnx(result.weights, imgsz=imgsz, dest=workdir / "model.onnx")
+        version = registry.log_vision_model(
+            weights=result.weights,
+            onnx_file=onnx_file,
+            task=task,
+            names=list(names),
+            imgsz=imgsz,
+            metrics=result.metrics,
+            params={
+                "epochs": epochs,
+                "imgsz": imgsz,
+                "architecture": settings.vision_architecture,
+                "started_from": f"v{champion_version}" if champion else str(start_from),
+                **overrides,
+            },
+            snapshot_id=snapshot,
+            tags={
+                "retrain_event": base["event_id"],
+                "trigger": base["trigger"],
+                **{f"n_{k}": str(v) for k, v in data.counts().items()},
+            },
+        )
+        registry.set_alias(CHALLENGER, version)
+        sets = {FIXED: data.fixed, RECENT: data.recent}
+
+        def score(weights: Path, who: str) -> dict[str, dict[str, float]]:
+            return {
+                name: evaluate(
+                    weights,
+                    items,
+                    task=task,
+                    names=names,
+                    workdir=workdir / f"eval-{who}-{name}",
+                    imgsz=imgsz,
+                )
+                for name, items in sets.items()
+            }
+
+        scores = {"challenger": score(result.weights, "challenger")}
+        gate_policy = dataclasses.replace(
+            policy or RetrainPolicy.from_settings(settings),
+            primary_metric=yolo.PRIMARY_METRIC[task],  # type: ignore[index]
+        )
+        if champion is None:
+            decision: dict[str, Any] = {"promote": True, "reasons": ["no champion to gate"]}
+        else:
+            scores["champion"] = score(champion.weights, "champion")
+            decision = gate_sets(scores["champion"], scores["challenger"], gate_policy).to_dict()
+        promoted = bool(decision["promote"]) and promote
+        if promoted:
+            why = f"retrain {base['event_id']} ({base['trigger']}): gate passed"
+            models.promote(store, registry, version, who=base["who"] or "retrain", why=why)
+            registry.delete_alias(CHALLENGER)
+        final = {
+            **base,
+            "status": "promoted" if promoted else "rejected",
+            "candidate_version": version,
+            "metrics": {
+                **scores,
+                "training": result.metrics,
+                "counts": data.counts(),
+                "primary_metric": gate_policy.primary_metric,
+                "seconds": round(time.perf_counter() - started, 2),
+            },
+            "decision": decision,
+        }
+    except Exception as exc:
+        logger.exception("vision retrain %s failed", base["event_id"])
+        store.add_retraining_event({**base, "status": "failed", "error": f"{exc}"[:2000]})
+        raise
+    store.add_retraining_event(final)
+    logger.info(
+        "vision retrain %s: %s version %s in %.1f s",
+        base["event_id"],
+        final["status"],
+        final["candidate_version"],
+        time.perf_counter() - started,
+    )
+    return final
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.vision.retrain`: what `retrainer.trigger(vision=True)` starts."""
+    parser = argparse.ArgumentParser(prog="python -m pipelines.vision.retrain")
+    parser.add_argument("--event-id", default=None)
+    parser.add_argument("--trigger", default="manual")
+    parser.add_argument("--who", default="cli")
+    parser.add_argument("--reasons", default="[]", help="JSON list of reasons")
+    parser.add_argument("--lock-fd", type=int, default=None, help="a retrain lock already held")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--imgsz", type=int, default=None)
+    parser.add_argument("--no-promote", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = get_settings()
+    store = Store.open(settings)
+    try:
+        final = run(
+            settings,
+            store,
+            trigger=args.trigger,
+            who=args.who,
+            reasons=json.loads(args.reasons),
+            event_id=args.event_id,
+            epochs=args.epochs,
+            imgsz=args.imgsz,
+            promote=not args.no_promote,
+            hold_lock=args.lock_fd is None,
+        )
+    finally:
+        if args.lock_fd is not None:
+            os.close(args.lock_fd)
+        store.close()
+    sys.stdout.write(json.dumps(final, default=str, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Dashboard fixtures: a store with live traffic, a real dashboard server, a headless Chromium."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pipelines.settings import Settings
+from tests.conftest import make_settings
+from tests.helpers import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+# VERIFIED.md: the flags Debian's chromium needs to run headless here (as root, no GPU, offline).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def log_traffic(settings: Settings, *, live: int, shifted: int) -> dict[str, Any]:
+    """Predict demo records through the API's own path (`predicting.predict`, durable log):
+    `live` of the training population, then `shifted` of the other cohort. Returns counts."""
+    from pipelines import demo, predicting
+    from pipelines.registry import Registry
+    from pipelines.serving import ModelHolder
+    from pipelines.store import Store
+    from pipelines.store.spool import PredictionLog
+
+    store = Store.open(settings)
+    holder = ModelHolder(Registry.from_settings(settings))
+    holder.refresh()
+    assert holder.model is not None
+    log = PredictionLog(store, settings.spool_dir, flush_interval=60)
+    log.start()
+    split = demo.demo_split()
+    records = demo.records(split.live)[:live] + demo.records(split.shifted)[:shifted]
+    band = predicting.Band(settings.uncertainty_low, settings.uncertainty_high)
+    uncertain = 0
+    for start in range(0, len(records), 50):
+        out = predicting.predict(holder.model, log, band, records=records[start : start + 50])
+        uncertain += sum(out["uncertain"])
+    log.close()  # one flush into the lake
+    store.close()
+    return {"predictions": len(records), "uncertain": uncertain}
+
+
+@pytest.fixture(scope="module")
+def live_dir(trained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private trained store with 400 predictions (the last 200 shifted), a drift check of
+    them, the uncertain ones in the labeling queue, and an Evidently report file."""
+    from pipelines import queue
+    from pipelines.labeling import QueuePolicy
+    from pipelines.monitoring import Monitor
+    from pipelines.registry import Registry
+    from pipelines.store import Store
+
+    data = tmp_path_factory.mktemp("dashboard") / "data"
+    shutil.copytree(trained_dir, data)
+    settings = make_settings(data)
+    counts = log_traffic(settings, live=200, shifted=200)
+    store = Store.open(settings)
+    Monitor(settings, store, Registry.from_settings(settings)).check(window_size=400)
+    enqueued = queue.refresh(store, QueuePolicy())
+    store.close()
+    # What `make drift` leaves for the Drift page to link to.
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    (settings.reports_dir / "evidently-test.html").write_text("<html>evidently report</html>")
+    assert enqueued >= 3, f"too few uncertain predictions to label: {counts}"
+    return data
+
+
+class DashboardServer:
+    """`python -m dashboard` on 127.0.0.1:<free port> over `data_dir`, as `driftlab dashboard`
+    runs it. The API port points at a free port nobody listens on (the Overview says "down")."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DRIFTLAB_DATA_DIR": str(data_dir),
+            "DRIFTLAB_DASHBOARD_PORT": str(self.port),
+            "DRIFTLAB_API_PORT": str(free_port()),
+            "DRIFTLAB_FLUSH_INTERVAL": "0.2",
+            "DRIFTLAB_RETRAIN_OPTUNA_TRIALS": "0",
+        }
+        self.log = data_dir.parent / f"dashboard-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dashboard"], env=self.env, stdout=out, stderr=out
+            )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dashboard exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"dashboard did not come up:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def dashboard(live_dir: Path) -> Iterator[DashboardServer]:
+    server = DashboardServer(live_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright (its own browser download does not work here)."""
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: `apt-get install -y chromium` (make test does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Page:
+    """A browser tab that records every console error, page error and failed request."""
+
+    _ids = itertools.count()
+
+    def __init__(self, browser: Any, base: str) -> None:
+        self.base = base
+        self.tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        self.tab.set_default_timeout(20_000)
+        self.errors: list[str] = []
+        self.tab.on(
+            "console",
+            lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None,
+        )
+        self.tab.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        self.tab.on(
+            "response",
+            lambda r: self.errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None,
+        )
+
+    def open(self, path: str, ready: str) -> Any:
+        """Go to `path` and wait until `ready` (a selector a callback fills) is visible."""
+        self.tab.goto(self.base + path)
+        self.tab.wait_for_selector(ready, state="visible")
+        return self.tab
+
+
+@pytest.fixture
+def page(browser: Any, dashboard: DashboardServer) -> Iterator[Page]:
+    tab = Page(browser, dashboard.url)
+    try:
+        yield tab
+    finally:
+        tab.tab.close()

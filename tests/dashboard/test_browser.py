@@ -1,0 +1,166 @@
+"""The running dashboard in a real browser (Debian's Chromium through Playwright).
+
+One dashboard process and one browser serve the whole module; each test opens its own tab and
+fails on any console error, page error or failed request. The retrain test runs last: its run
+may promote a new champion.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines import queue, retrainer
+from pipelines.store import Store
+from tests.conftest import make_settings
+from tests.dashboard.conftest import DashboardServer, Page
+
+pytestmark = pytest.mark.e2e
+
+# path, a selector a callback fills once the page has its data
+PAGES = [
+    ("overview", "/", "#overview-cards .card"),
+    ("drift", "/drift", "#drift-latest-table"),
+    ("models", "/models", "#models-versions-table"),
+    ("inspections", "/inspections", ".ag-row"),
+    ("predict", "/predict", "#predict-submit"),
+    ("labeling", "/labeling", "#labeling-prediction"),
+    ("retraining", "/retraining", "#retraining-conditions-table"),
+]
+
+
+def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll `check` until it returns something truthy (writes reach the lake within ~1 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def test_every_page_renders_without_errors(page: Page, tmp_path: Path) -> None:
+    for name, path, ready in PAGES:
+        tab = page.open(path, ready)
+        tab.wait_for_load_state("networkidle")
+        tab.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+    assert page.errors == []
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(f"{n}.png" for n, *_ in PAGES)
+
+
+def test_drift_page_links_the_latest_evidently_report(page: Page) -> None:
+    tab = page.open("/drift", "#drift-report-link")
+    href = tab.get_attribute("#drift-report-link", "href")
+    assert href == "/reports/evidently-test.html"
+    report = tab.request.get(page.base + href)
+    assert report.ok and "evidently report" in report.text()
+    # Only the notebook's report files are served, nothing else under the data dir.
+    for other in ("/reports/notes.txt", "/reports/evidently-x.html", "/reports/.hidden.html"):
+        assert tab.request.get(page.base + other).status == 404
+    escape = tab.request.get(page.base + "/reports/..%2Flake%2Fcatalog.sqlite")
+    assert b"SQLite format" not in escape.body()  # Dash's page shell, not the file
+    assert page.errors == []
+
+
+def test_labeling_a_class_takes_the_item_out_and_stores_the_label(
+    page: Page, dashboard: DashboardServer
+) -> None:
+    store = Store.open(make_settings(dashboard.data_dir), read_only=True)
+    first = queue.items(store, status="pending", limit=1)["items"][0]["prediction_id"]
+    tab = page.open("/labeling", "#labeling-prediction")
+    assert first in tab.inner_text("#labeling-item")
+    tab.click("#labeling-actions button.labeling-class >> nth=0")  # class "0"
+    tab.wait_for_selector(f"#labeling-message:has-text('labeled {first}')")
+    tab.wait_for_function(
+        f"!document.querySelector('#labeling-item').innerText.includes('{first}')"
+    )
+    labeled = {i["prediction_id"]: i for i in queue.items(store, status="labeled")["items"]}
+    assert labeled[first]["label"] == "0"
+    assert labeled[first]["who"] == "dashboard"
+    pending = [i["prediction_id"] for i in queue.items(store, status="pending", limit=500)["items"]]
+    assert first not in pending
+
+    # The keyboard: "2" labels the next item with the second class.
+    second = queue.items(store, status="pending", limit=1)["items"][0]["prediction_id"]
+    assert second in tab.inner_text("#labeling-item")
+    tab.keyboard.press("2")
+    tab.wait_for_selector(f"#labeling-message:has-text('labeled {second}')")
+    labeled = {i["prediction_id"]: i for i in queue.items(store, status="labeled")["items"]}
+    assert labeled[second]["label"] == "1"
+    store.close()
+    assert page.errors == []
+
+
+def test_predict_then_wrong_and_a_class_is_feedback(page: Page, dashboard: DashboardServer) -> None:
+    tab = page.open("/predict", "#predict-submit")
+    tab.click("#predict-submit")
+    predicted = tab.wait_for_selector("#predict-label").inner_text()
+    pid = re.search(r"id ([0-9a-f]+)", tab.inner_text("#predict-answer")).group(1)  # type: ignore[union-attr]
+    other = "1" if predicted == "0" else "0"
+    tab.click("#predict-wrong")
+    tab.click(f"#predict-classes button:text-is('{other}')")
+    tab.wait_for_selector("#predict-feedback:has-text('recorded (wrong)')")
+
+    store = Store.open(make_settings(dashboard.data_dir), read_only=True)
+
+    def labeled() -> dict[str, tuple[str, str]]:
+        rows = store.labeled_rows()
+        found = dict(zip(rows.record_ids, zip(rows.labels, rows.sources, strict=True), strict=True))
+        return {pid: found[pid]} if pid in found else {}
+
+    # The prediction reaches the lake with the dashboard's next log flush (every 0.2 s here).
+    assert eventually(labeled) == {pid: (other, "feedback:dashboard")}
+    store.close()
+    assert page.errors == []
+
+
+def test_trigger_starts_a_retraining_run(page: Page, dashboard: DashboardServer) -> None:
+    settings = make_settings(dashboard.data_dir)
+    store = Store.open(settings, read_only=True)
+    before = {r["event_id"] for r in retrainer.history(store)}
+    tab = page.open("/retraining", "#retraining-conditions-table")
+    tab.click("#retraining-trigger")
+    tab.wait_for_selector("#retraining-message:has-text('started')")
+    runs = [r for r in retrainer.history(store) if r["event_id"] not in before]
+    assert len(runs) == 1 and runs[0]["trigger"] == "dashboard"
+    tab.wait_for_selector(f"#retraining-state:has-text('{runs[0]['event_id'][:8]}')")
+    # Let the background run finish before the data dir goes: it must end, not hang or die.
+    final = retrainer.wait(store, runs[0]["event_id"], timeout_s=240)
+    assert final["status"] in {"promoted", "rejected"}, final
+    store.close()
+    assert page.errors == []
+
+
+def test_promote_and_roll_back_with_confirmation(page: Page, dashboard: DashboardServer) -> None:
+    """After the retrain above there are two versions: promote the other one, then roll back."""
+    from pipelines.registry import CHAMPION, Registry
+
+    settings = make_settings(dashboard.data_dir)
+    registry = Registry.from_settings(settings)
+    champion = registry.alias_version(CHAMPION)
+    other = next(v.version for v in registry.versions() if v.version != champion)
+    tab = page.open("/models", "#models-versions-table")
+    tab.on("dialog", lambda dialog: dialog.accept())  # the confirmation
+    tab.click("#models-promote-version")
+    tab.click(f".dash-dropdown-option:has-text('v{other}')")
+    tab.fill("#models-why", "browser test")
+    tab.click("#models-promote")
+    tab.wait_for_selector(f"#models-message:has-text('champion v{champion} → v{other}')")
+    assert registry.alias_version(CHAMPION) == other
+    tab.click("#models-rollback")
+    tab.wait_for_selector(f"#models-message:has-text('champion v{other} → v{champion}')")
+    assert registry.alias_version(CHAMPION) == champion
+    store = Store.open(settings, read_only=True)
+    events = store.model_events(registry.model_name, limit=2)
+    store.close()
+    assert [(e["event"], e["who"]) for e in events] == [
+        ("rolled_back", "dashboard"),
+        ("promoted", "dashboard"),
+    ]
+    assert events[1]["why"] == "browser test"
+    assert page.errors == []
