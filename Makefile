@@ -10,10 +10,10 @@ export YOLO_AUTOINSTALL := false
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up api worker dashboard test lint format lab train drift retrain simulate bench clean
+.PHONY: help setup up api worker dashboard test lint format lab train train-vision drift retrain retrain-vision simulate bench clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -50,6 +50,9 @@ lab: setup ## JupyterLab on :8888 over the same live store
 train: setup ## train + register + promote a model (notebooks/train.ipynb via papermill)
 	$(VENV)/bin/driftlab train
 
+train-vision: setup ## first vision model: demo digit images into the store, YOLO trained, registered, promoted
+	$(VENV)/bin/driftlab train --vision
+
 drift: setup ## drift report now: results into the store + Evidently HTML in data/reports/
 	$(VENV)/bin/driftlab drift
 
@@ -61,6 +64,9 @@ dashboard: setup ## the Dash dashboard alone on :8050
 
 retrain: setup ## retrain, gate and promote now (notebooks/retrain.ipynb via papermill)
 	$(VENV)/bin/driftlab retrain
+
+retrain-vision: setup ## vision retrain now: fine-tune the YOLO champion on images + reviewed labels, gate, promote
+	$(VENV)/bin/driftlab retrain --vision
 
 simulate: setup ## replay demo traffic (then the shift) against the running API, with people
 	$(VENV)/bin/driftlab simulate

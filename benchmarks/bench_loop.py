@@ -4,9 +4,9 @@
 
 (1) Labels needed after a shift, queue-ranked vs random (issue "human loop": >= 30% fewer).
 Real data shipped with scikit-learn: the 1,797 handwritten digits (8x8). A forest is trained on
-600 of them; the rest arrive shifted the way a new population of writers would write (slanted by
-25 degrees, thicker pen strokes: `shift_digits`), split into a labeled-on-demand pool and a test
-set. Both strategies label the pool in the same budget steps and retrain on the original rows
+600 of them; the rest arrive shifted the way a new population of writers would write (slanted
+by 25 degrees, thicker pen strokes: `demo.shift_digits`), split into a labeled-on-demand pool and
+a test set. Both strategies label the pool in the same budget steps and retrain on the original rows
 plus the labels after each step (as a retrain does: history plus new labels); the queue takes
 the most informative predictions (`pipelines.labeling`, the ranking the labeling queue uses; the
 uncertainty band is left wide open here so that both strategies spend the same budget), random
@@ -33,13 +33,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 from sklearn.datasets import load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score
 
-from benchmarks.bench_serving import base_env, free_port, server
-from pipelines import training
+from benchmarks.bench_serving import base_env, free_port, say, server, verdict
+from pipelines import demo, training
 from pipelines.labeling import QueuePolicy
 from pipelines.predicting import Band
 
@@ -51,13 +50,6 @@ TRAIN_DIGITS, TEST_DIGITS = 600, 400
 # -- (1) labels needed -------------------------------------------------------------------------
 
 
-def shift_digits(images: np.ndarray) -> np.ndarray:
-    """Slanted (25 degrees) digits written with a thicker pen, flattened to 64 features."""
-    slanted = (ndimage.rotate(im, 25, reshape=False, order=1) for im in images)
-    out = [np.clip(ndimage.grey_dilation(im, (2, 1)), 0, 16) for im in slanted]
-    return np.asarray(out).reshape(len(images), -1)
-
-
 def learning_curve(seed: int, strategy: str) -> list[float]:
     """Test accuracy after each budget step, labeling the pool by `strategy`."""
     digits = load_digits()
@@ -65,7 +57,7 @@ def learning_curve(seed: int, strategy: str) -> list[float]:
     order = rng.permutation(len(digits.target))
     first, rest = order[:TRAIN_DIGITS], order[TRAIN_DIGITS:]
     x0, y0 = digits.images[first].reshape(len(first), -1), digits.target[first]
-    shifted = shift_digits(digits.images[rest])
+    shifted = demo.shift_digits(digits.images[rest])
     x_test, y_test = shifted[:TEST_DIGITS], digits.target[rest][:TEST_DIGITS]
     x_pool, y_pool = shifted[TEST_DIGITS:], digits.target[rest][TEST_DIGITS:]
     policy = QueuePolicy(method="margin", band=Band(0.0, 1.0), budget_per_hour=10**9)
@@ -106,17 +98,17 @@ def bench_labels(seeds: int) -> dict[str, float]:
     full = float(np.mean([mean["queue"][-1], mean["random"][-1]]))
     target = 0.97 * full
     need = {s: labels_needed(m, target) for s, m in mean.items()}
-    _say(
+    say(
         f"\n(1) labels to reach {target:.3f} test accuracy (97% of {full:.3f}, the whole pool "
         f"labeled) after the shift, mean of {seeds} seeds, digits (scikit-learn)"
     )
-    _say(f"    {'labels':>8} " + " ".join(f"{s:>6}" for s in STEPS))
+    say(f"    {'labels':>8} " + " ".join(f"{s:>6}" for s in STEPS))
     for s, m in mean.items():
-        _say(f"    {s:>8} " + " ".join(f"{v:6.3f}" for v in m))
+        say(f"    {s:>8} " + " ".join(f"{v:6.3f}" for v in m))
     saving = 1 - need["queue"] / need["random"]
-    _say(
+    say(
         f"    queue-ranked needs {need['queue']} labels, random {need['random']}: "
-        f"{saving:.0%} fewer (target >= {TARGET_SAVING:.0%}) {_verdict(saving >= TARGET_SAVING)}"
+        f"{saving:.0%} fewer (target >= {TARGET_SAVING:.0%}) {verdict(saving >= TARGET_SAVING)}"
     )
     return {"queue": need["queue"], "random": need["random"], "saving": saving}
 
@@ -127,12 +119,14 @@ def bench_labels(seeds: int) -> dict[str, float]:
 def digit_rows(n: int, *, shifted: bool, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """`n` digits drawn with replacement (clean or shifted), each nudged by a little pixel
     noise so that rows differ; one column per pixel."""
-    digits = load_digits()
+    frame = demo.digits_frame(shifted=shifted)
     rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(digits.target), n)
-    base = shift_digits(digits.images) if shifted else digits.images.reshape(len(digits.target), -1)
-    pixels = np.clip(base[pick] + rng.normal(0, 0.5, (n, 64)), 0, 16)
-    return pd.DataFrame(pixels, columns=[f"px{i}" for i in range(64)]), digits.target[pick]
+    pick = rng.integers(0, len(frame), n)
+    pixels = frame[demo.DIGIT_PIXELS].to_numpy()[pick] + rng.normal(0, 0.5, (n, 64))
+    return (
+        pd.DataFrame(np.clip(pixels, 0, 16), columns=demo.DIGIT_PIXELS),
+        frame["digit"].to_numpy()[pick],
+    )
 
 
 def bench_retrain(rows: int) -> dict[str, float]:
@@ -199,11 +193,11 @@ def bench_retrain(rows: int) -> dict[str, float]:
     in_run = run["metrics"]["seconds"]
     recent = run["metrics"]["challenger"]["recent"]["accuracy"]
     before = run["metrics"]["champion"]["recent"]["accuracy"]
-    _say(
+    say(
         f"\n(2) trigger -> new champion serving, {rows:,} labeled rows (80% clean digits, 20% "
         f"shifted ones labeled through feedback), random forest 100 trees depth 10\n"
         f"    trigger -> /predict answers with version {version}: {elapsed:6.1f} s "
-        f"(target <= {TARGET_RETRAIN_S:.0f} s) {_verdict(elapsed <= TARGET_RETRAIN_S)}\n"
+        f"(target <= {TARGET_RETRAIN_S:.0f} s) {verdict(elapsed <= TARGET_RETRAIN_S)}\n"
         f"    of which the run itself (train, export, register, gate, promote): {in_run:6.1f} s\n"
         f"    baseline: the bare forest fit on the same rows in this process: {fit_s:6.1f} s\n"
         f"    trigger -> serving / bare fit: {elapsed / fit_s:5.1f}x\n"
@@ -213,18 +207,8 @@ def bench_retrain(rows: int) -> dict[str, float]:
 
 
 def main(quick: bool = False) -> None:
-    if not quick or "--retrain-only" not in sys.argv:
-        bench_labels(seeds=2 if quick else 5)
+    bench_labels(seeds=2 if quick else 5)
     bench_retrain(rows=20_000 if quick else 100_000)
-
-
-def _verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
-
-
-def _say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

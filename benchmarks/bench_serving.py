@@ -269,29 +269,29 @@ def main(quick: bool = False) -> None:
         for d in dirs.values():
             d.mkdir()
 
-        _say(f"training the demo forest (driftlab train) in {dirs['driftlab']} …")
+        say(f"training the demo forest (driftlab train) in {dirs['driftlab']} …")
         train(dirs["driftlab"], root / "train.log")
 
         port = free_port()
         cmd = uvicorn_cmd("benchmarks._serving_apps:ceiling_app", port)
         with server("ceiling", cmd, base_env(dirs["ceiling"], port), port, root / "a.log") as url:
-            _say("(a) ceiling …")
+            say("(a) ceiling …")
             results["a"] = measure(f"{url}/predict", features_lua, plan)
 
         # The naive server reads the same champion from driftlab's registry, and writes nothing.
         port = free_port()
         cmd = uvicorn_cmd("benchmarks._serving_apps:naive_app", port)
         with server("naive", cmd, base_env(dirs["driftlab"], port), port, root / "b.log") as url:
-            _say("(b) naive …")
+            say("(b) naive …")
             results["b"] = measure(f"{url}/predict", features_lua, plan)
 
         port = free_port()
         cmd = [sys.executable, "-m", "pipelines.cli", "api", "--port", str(port)]
         with server("driftlab", cmd, base_env(dirs["driftlab"], port), port, root / "c.log") as url:
-            _say("(c) driftlab /predict …")
+            say("(c) driftlab /predict …")
             results["c"] = measure(f"{url}/predict", features_lua, plan)
             results["c2"] = measure(f"{url}/predict", records_lua, plan)
-            _say("(d) batch /predict, (e) /ingest/batch …")
+            say("(d) batch /predict, (e) /ingest/batch …")
             for key, path, body in (
                 ("d", "/predict", batch_features),
                 ("d2", "/predict", batch_records),
@@ -336,11 +336,11 @@ def report(
     lines += [
         "",
         f"driftlab / naive    {vs_naive:7.1f}x   (target >= {TARGET_VS_NAIVE:.0f}x)   "
-        + _verdict(vs_naive >= TARGET_VS_NAIVE),
+        + verdict(vs_naive >= TARGET_VS_NAIVE),
         f"driftlab / ceiling  {vs_ceiling:7.0%}    (target >= {TARGET_VS_CEILING:.0%})  "
-        + _verdict(vs_ceiling >= TARGET_VS_CEILING),
+        + verdict(vs_ceiling >= TARGET_VS_CEILING),
         f"driftlab p99        {c.p99_ms:7.1f} ms (target <= {TARGET_P99_MS:.0f} ms) "
-        + _verdict(c.p99_ms <= TARGET_P99_MS),
+        + verdict(c.p99_ms <= TARGET_P99_MS),
         "",
         f"batches of {BATCH_ROWS:,} rows, one httpx client, median of {plan.batch_reps} "
         f"(min … max) rows/s; target >= {TARGET_ROWS_S:,}",
@@ -358,7 +358,7 @@ def report(
         med = statistics.median(speeds)
         lines.append(
             f"{title:42} {med:9,.0f}  ({min(speeds):,.0f} … {max(speeds):,.0f})  "
-            + _verdict(med >= TARGET_ROWS_S)
+            + verdict(med >= TARGET_ROWS_S)
         )
     log = health.get("prediction_log", {})
     lines += [
@@ -366,14 +366,14 @@ def report(
         f"driftlab prediction log: {log.get('flushed_rows', '?'):,} rows flushed to the lake, "
         f"last error: {log.get('last_error')}",
     ]
-    _say("\n".join(lines))
+    say("\n".join(lines))
 
 
-def _verdict(ok: bool) -> str:
+def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 

@@ -98,6 +98,8 @@ def run(
         pass
     finally:
         server.server_close()
+        from dashboard import vision
         from dashboard.data import close_services
 
+        vision.close()  # first: its image log writes through the services' store
         close_services()

@@ -6,10 +6,9 @@ would cost more than the callbacks' own work, so they are opened once per proces
 cursor).
 
 The lake is attached twice: `store`, read-only, for every page read, and `writer` for the few
-writes (feedback, labels, promotions, retrain events, the prediction log). Reads of a
-read-write attachment from several threads at once stalled for ~1 s about one time in twenty
-(a SQLite catalog lock wait: 2-4 threads × 20 reads, 1.0 s maxima), and a page load fires
-several callbacks at once; read-only attachments showed no such stall.
+writes (feedback, labels, promotions, retrain events, the prediction log): page reads can't
+take a write lock by mistake. (The ~1 s stalls that concurrent reads once showed came from
+SQLite's fixed 1 s busy sleep; `Lake` now keeps its busy timeout below that and retries.)
 
 The dashboard predicts and labels like the API does, so it holds a `PredictionLog` of its own:
 the Predict page's answers are logged durably before they are shown, like any prediction.
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.feedback import FeedbackError, give
 from pipelines.predicting import Band
 from pipelines.registry import Registry
 from pipelines.schema import FeatureSchema, SchemaError
@@ -104,7 +104,7 @@ class Services:
 
     def reference_ranges(self) -> dict[str, dict[str, Any]]:
         """The champion's training ranges per feature (empty without a champion)."""
-        from pipelines.dashboard_queries import reference_ranges
+        from pipelines.store.queries import reference_ranges
 
         model = self.models.model
         if model is None or model.snapshot_id is None:
@@ -123,33 +123,30 @@ class Services:
         correct: bool | None = None,
         who: str = "dashboard",
     ) -> str:
-        """A person's verdict on a prediction this process made and still holds (its id,
-        class and model version), checked as `POST /feedback` checks it: the label must be one
-        of the model's classes, and a label implies whether the prediction was right.
+        """A person's verdict on a prediction this process made, checked and recorded by
+        `pipelines.feedback.give` as `POST /feedback` records it.
+
+        Only the id is taken from `prediction` (the page keeps it in the browser): the
+        predicted class and model version are read back from the lake, flushing this
+        process's log if the prediction is still in it.
 
         Raises:
-            SchemaError: the label is not one of the classes, or contradicts `correct`.
+            SchemaError: the feedback can't be recorded (the page shows the message).
         """
-        schema = self.schema()
-        if schema is None:
-            raise SchemaError("no dataset schema yet")
-        stored = None
-        if label is not None:
-            stored = schema.label_to_store(label)
-            implied = str(prediction["prediction"]) == stored
-            if correct is not None and correct != implied:
-                raise SchemaError(f"correct={correct} contradicts the label and the prediction")
-            correct = implied
-        if stored is None and correct is None:
-            raise SchemaError("give a label or say whether the prediction was correct")
-        return self.writer.add_feedback(
-            prediction["prediction_id"],
-            label=stored,
-            correct=correct,
-            source="dashboard",
-            who=who,
-            model_version=prediction.get("model_version"),
-        )
+        try:
+            row = give(
+                self.writer,
+                self.log,
+                self.schema(),
+                prediction["prediction_id"],
+                label=label,
+                correct=correct,
+                source="dashboard",
+                who=who,
+            )
+        except FeedbackError as exc:
+            raise SchemaError(str(exc)) from None
+        return row.feedback_id
 
 
 _services: Services | None = None

@@ -137,7 +137,7 @@ def _when(ts: Any) -> str:
 
 
 def distribution(dist: Mapping[str, Any], feature: str, title: str | None = None) -> go.Figure:
-    """Reference vs current share per bin (from `dashboard_queries.distribution`).
+    """Reference vs current share per bin (from `store.queries.distribution`).
 
     Shares rather than counts: the training set and the window differ in size by orders of
     magnitude, and what matters is the shape.
@@ -246,6 +246,34 @@ def image_with_boxes(image: Any, boxes: Sequence[Mapping[str, Any]], title: str 
 
     `boxes` rows carry x1, y1, x2, y2 in pixels, `class` and `confidence`.
     """
+    fig, width, height = _image_figure(image)
+    for box in boxes:
+        color = CHALLENGER_COLOR if box.get("uncertain") else GOOD_COLOR
+        fig.add_shape(
+            type="rect",
+            x0=box["x1"],
+            y0=box["y1"],
+            x1=box["x2"],
+            y1=box["y2"],
+            line={"color": color, "width": 2},
+        )
+        fig.add_annotation(
+            x=box["x1"],
+            y=box["y1"],
+            text=f"{box.get('class')} {float(box.get('confidence') or 0):.2f}",
+            showarrow=False,
+            xanchor="left",
+            yanchor="bottom",
+            bgcolor=color,
+            font={"color": "white", "size": 11},
+        )
+    fig.update_xaxes(range=[0, width], visible=False)
+    fig.update_yaxes(range=[height, 0], visible=False, scaleanchor="x")
+    return _layout(fig, title, height=min(600, max(240, height + 60)))
+
+
+def _image_figure(image: Any) -> tuple[go.Figure, int, int]:
+    """A figure whose data coordinates are the image's pixels (y down), the image behind."""
     from PIL import Image
 
     pil: Image.Image
@@ -271,26 +299,98 @@ def image_with_boxes(image: Any, boxes: Sequence[Mapping[str, Any]], title: str 
         layer="below",
         sizing="stretch",
     )
-    for box in boxes:
-        color = CHALLENGER_COLOR if box.get("uncertain") else GOOD_COLOR
+    return fig, width, height
+
+
+def box_editor(
+    image: Any, boxes: Sequence[Mapping[str, Any]], names: Sequence[str], title: str = ""
+) -> go.Figure:
+    """An image with the boxes a person is reviewing, ready to edit in the browser.
+
+    `boxes` rows carry `box` ([x1, y1, x2, y2] in pixels) and `class` (an index into `names`).
+    Each box is an editable shape in the same order (a drag moves or resizes it), numbered
+    like the rows under the figure; the drag mode draws rectangles, so a missing object is
+    one drag away. The page reads the edits back from the graph's `relayoutData`
+    (`box_edits`). The figure is tall enough that small images get big enough to draw on.
+    """
+    fig, width, height = _image_figure(image)
+    for i, box in enumerate(boxes):
+        x1, y1, x2, y2 = (float(v) for v in box["box"])
+        cls = int(box["class"])
+        name = names[cls] if 0 <= cls < len(names) else str(cls)
         fig.add_shape(
             type="rect",
-            x0=box["x1"],
-            y0=box["y1"],
-            x1=box["x2"],
-            y1=box["y2"],
-            line={"color": color, "width": 2},
+            x0=x1,
+            y0=y1,
+            x1=x2,
+            y1=y2,
+            editable=True,
+            line={"color": CHALLENGER_COLOR, "width": 2},
         )
         fig.add_annotation(
-            x=box["x1"],
-            y=box["y1"],
-            text=f"{box.get('class')} {float(box.get('confidence') or 0):.2f}",
+            x=x1,
+            y=y1,
+            text=f"#{i + 1} {name}",
             showarrow=False,
             xanchor="left",
             yanchor="bottom",
-            bgcolor=color,
+            bgcolor=CHALLENGER_COLOR,
             font={"color": "white", "size": 11},
         )
     fig.update_xaxes(range=[0, width], visible=False)
     fig.update_yaxes(range=[height, 0], visible=False, scaleanchor="x")
-    return _layout(fig, title, height=min(600, max(240, height + 60)))
+    return _layout(
+        fig,
+        title,
+        height=420,
+        dragmode="drawrect",
+        newshape={"line": {"color": GOOD_COLOR, "width": 2}},
+        uirevision=title,  # keep zoom while the boxes change; reset for the next image
+    )
+
+
+def box_edits(
+    relayout: Mapping[str, Any] | None,
+    boxes: Sequence[Mapping[str, Any]],
+    new_class: int,
+    width: float,
+    height: float,
+) -> list[dict[str, Any]] | None:
+    """The reviewed boxes after one browser edit of a `box_editor` figure, or None when the
+    event changed no box (a zoom, a pan, the initial draw).
+
+    Plotly reports a drawn rectangle as the whole `shapes` list (the boxes in order, then the
+    new one) and a moved or resized box as `shapes[i].x0`-style keys. A new box gets
+    `new_class`; every box is ordered (x1 < x2, y1 < y2), clipped to the image and rounded to
+    0.1 px, and a box with no area is dropped (a click, not a drag).
+    """
+    if not relayout:
+        return None
+    out = [dict(b, box=list(b["box"])) for b in boxes]
+    changed = False
+    if isinstance(relayout.get("shapes"), list):
+        for shape in relayout["shapes"][len(boxes) :]:
+            if isinstance(shape, Mapping) and shape.get("type", "rect") == "rect":
+                box = [shape.get("x0"), shape.get("y0"), shape.get("x1"), shape.get("y1")]
+                out.append({"box": box, "class": new_class})
+                changed = True
+    for key, value in relayout.items():
+        if not key.startswith("shapes[") or "]." not in key:
+            continue
+        index, _, coord = key[len("shapes[") :].partition("].")
+        if index.isdigit() and int(index) < len(out) and coord in ("x0", "y0", "x1", "y1"):
+            out[int(index)]["box"][("x0", "y0", "x1", "y1").index(coord)] = value
+            changed = True
+    if not changed:
+        return None
+    clean = []
+    for b in out:
+        try:
+            x0, y0, x1, y1 = (float(v) for v in b["box"])
+        except (TypeError, ValueError):
+            continue
+        xa, xb = sorted((min(max(x0, 0.0), width), min(max(x1, 0.0), width)))
+        ya, yb = sorted((min(max(y0, 0.0), height), min(max(y1, 0.0), height)))
+        if xb - xa >= 1 and yb - ya >= 1:
+            clean.append({**b, "box": [round(v, 1) for v in (xa, ya, xb, yb)]})
+    return clean

@@ -34,7 +34,10 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    """Run notebooks/train.ipynb through papermill with the given parameters."""
+    """Run notebooks/train.ipynb through papermill with the given parameters; with `--vision`,
+    bootstrap the first vision model (demo digits seeded, trained, registered, promoted)."""
+    if args.vision:
+        return _train_vision(args, settings)
     from pipelines.notebooks import run_notebook
 
     params: dict[str, Any] = {
@@ -112,11 +115,44 @@ def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _train_vision(args: argparse.Namespace, settings: Settings) -> int:
+    """`driftlab train --vision`: the vision loop's first champion (`retrain.bootstrap`)."""
+    try:
+        from pipelines.vision import retrain
+    except ImportError as exc:
+        raise SystemExit(
+            f"vision is not installed ({exc}): pip install -e '.[vision]' (make setup does)"
+        ) from None
+    from pipelines.store import Store
+
+    store = Store.open(settings)
+    try:
+        out = retrain.bootstrap(
+            settings,
+            store,
+            task=args.task,
+            epochs=args.epochs,
+            imgsz=args.imgsz,
+            promote=not args.no_promote,
+        )
+    finally:
+        store.close()
+    _print(out)
+    return 0
+
+
 def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
-    """Run notebooks/retrain.ipynb: challenger, gate, promotion (one run at a time)."""
+    """Run notebooks/retrain.ipynb: challenger, gate, promotion (one run at a time); with
+    `--vision`, the vision model's retrain (`python -m pipelines.vision.retrain`)."""
     from pipelines import retrainer
     from pipelines.notebooks import run_notebook
     from pipelines.store import Store
+
+    if args.vision:
+        return _retrain_vision(args)
+    vision_only = [f"--{k}" for k in ("epochs", "imgsz") if getattr(args, k) is not None]
+    if vision_only:
+        raise SystemExit(f"{', '.join(vision_only)} only apply to a vision retrain (--vision)")
 
     params: dict[str, Any] = {
         "trigger": args.trigger,
@@ -165,6 +201,42 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _retrain_vision(args: argparse.Namespace) -> int:
+    """The vision retrain in this process, with the same arguments `retrainer.trigger` passes
+    its child (`--lock-fd` included), so both ways in run one code path."""
+    tabular_only = [
+        flag
+        for flag, value in (
+            ("--estimator", args.estimator),
+            ("--optuna-trials", args.optuna_trials),
+            ("--optuna-timeout", args.optuna_timeout),
+        )
+        if value is not None
+    ]
+    if tabular_only:
+        raise SystemExit(
+            f"{', '.join(tabular_only)} only apply to the tabular retrain (drop --vision)"
+        )
+    try:
+        from pipelines.vision import retrain
+    except ImportError as exc:
+        raise SystemExit(
+            f"vision is not installed ({exc}): pip install -e '.[vision]' (make setup does)"
+        ) from None
+    argv = ["--trigger", args.trigger, "--who", args.who, "--reasons", args.reasons]
+    for flag, value in (
+        ("--event-id", args.event_id),
+        ("--lock-fd", args.lock_fd),
+        ("--epochs", args.epochs),
+        ("--imgsz", args.imgsz),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.no_promote:
+        argv.append("--no-promote")
+    return retrain.main(argv)
+
+
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Replay the demo stream against the running API, with feedback and a reviewer."""
     from pipelines.simulate import SimulationConfig, run
@@ -179,6 +251,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         wait=args.wait,
         seed=args.seed,
         api_key=settings.api_key,
+        demo=settings.demo,
     )
     _print(run(config))
     return 0
@@ -329,6 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-demo", action="store_true", help="don't seed an empty store with demo data"
     )
+    p.add_argument(
+        "--vision",
+        action="store_true",
+        help="bootstrap the first vision model instead: demo digit images seeded (unless "
+        "images are there), YOLO trained, registered and promoted (make train-vision)",
+    )
+    p.add_argument("--task", choices=["detect", "classify"], help="vision task (--vision)")
+    p.add_argument("--epochs", type=int, help="vision training epochs (--vision)")
+    p.add_argument("--imgsz", type=int, help="vision input side in pixels (--vision)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("drift", help="drift report now (runs notebooks/drift_report.ipynb)")
@@ -345,6 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optuna-trials", type=int, help="Optuna trials (0: no search)")
     p.add_argument("--optuna-timeout", type=float, help="seconds the search may take")
     p.add_argument("--no-promote", action="store_true", help="register the challenger only")
+    p.add_argument(
+        "--vision",
+        action="store_true",
+        help="retrain the vision model (fine-tune the YOLO champion on its images plus the "
+        "reviewed labels, gate, promote) instead of the tabular one",
+    )
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (--vision)")
+    p.add_argument("--imgsz", type=int, help="input side in pixels (--vision)")
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # inherited from `trigger`
     p.set_defaults(func=cmd_retrain)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ import numpy as np
 
 from pipelines.schema import SchemaError
 from pipelines.serving import ServingModel
+from pipelines.store.ids import prediction_ids
 from pipelines.store.spool import PredictionLog
 
 
@@ -50,12 +50,12 @@ def predict(
     proba_list = proba.tolist()
     latency_ms = (time.perf_counter() - started) * 1000.0
     n = len(labels)
-    base = os.urandom(12).hex()
-    ids = [f"{base}{i:06x}" for i in range(n)]
+    ts = time.time()
+    ids = prediction_ids(n, ts)  # carry `ts`: feedback finds them without a full scan
     log.append(
         {
             "ids": ids,
-            "ts": time.time(),
+            "ts": ts,
             "model_name": model.name,
             "model_version": model.version,
             "features": {k: v.tolist() for k, v in columns.items()},

@@ -10,6 +10,13 @@ original data, and held-out human labels on recent predictions), and promotes on
 
 `trigger` starts `driftlab retrain` in the background (the API, the worker and the dashboard
 all call it); a file lock under `data/runs/` keeps it to one run at a time across processes.
+
+The vision model goes through the same decision: `vision_conditions` gathers its figures (its
+image drift check, the image labels since its training snapshot, errors per class from image
+labels) into the same `retraining.Conditions`, and `trigger(..., vision=True)` starts
+`pipelines.vision.retrain`. Both models share the lock (one retrain at a time on a small
+machine), but each has its own cooldown and "last retrain": the runs are told apart by the
+`model_name` of their `retraining_events` rows.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -58,6 +65,25 @@ class RetrainBusy(RuntimeError):
 
 # -- the decision ----------------------------------------------------------------------------
 
+TABULAR, VISION = "tabular", "vision"
+MODELS = (TABULAR, VISION)
+
+
+def model_name(settings: Settings, vision: bool = False) -> str:
+    """The registered model a retrain of this kind trains."""
+    return settings.vision_model_name if vision else settings.model_name
+
+
+def last_retrain_at(settings: Settings, store: Store, *, vision: bool = False) -> float | None:
+    """When the model's last run started (epoch seconds), None if never: its cooldown.
+
+    Per model: a vision run must not hold back the tabular loop, nor the reverse.
+    """
+    runs = store.retraining_runs(
+        limit=1, model_name=model_name(settings, vision), unnamed_as=settings.model_name
+    )
+    return runs[0]["started_at"].timestamp() if runs else None
+
 
 def conditions(
     settings: Settings, store: Store, registry: Registry, *, now: float | None = None
@@ -74,8 +100,6 @@ def conditions(
     features = [r for r in current if r["role"] == "feature"]
     p_values = [r["p_adjusted"] for r in features if r["p_adjusted"] is not None]
     accuracy = store.feedback_accuracy(champion)
-    runs = store.retraining_runs(limit=1)
-    last = runs[0]["started_at"].timestamp() if runs else None
     return Conditions(
         now=time.time() if now is None else now,
         dataset_drift=bool(current and current[0]["dataset_drift"]),
@@ -87,18 +111,104 @@ def conditions(
         live_accuracy=accuracy["accuracy"],
         n_feedback=accuracy["n"],
         champion_accuracy=info.metrics.get("accuracy") if info else None,
-        last_retrain_at=last,
+        last_retrain_at=last_retrain_at(settings, store),
         running=is_running(settings),
     )
 
 
-def check(settings: Settings, store: Store, registry: Registry) -> dict[str, Any]:
-    """The decision with every figure and threshold behind it (GET /api/retraining/conditions)."""
+def vision_conditions(
+    settings: Settings, store: Store, registry: Registry, *, now: float | None = None
+) -> Conditions:
+    """The vision champion's figures for the same `retraining.decide`.
+
+    `registry` is the vision model's (`Registry.vision_from_settings`). Drift is the latest
+    image drift check of the current vision champion; new labels are the image labels since
+    its training snapshot (`Store.vision_new_labels`); errors per class come from the image
+    labels and feedback that found it wrong (`image_errors_per_class`). Live accuracy is not
+    gathered for images: a box list is rarely "right" as a whole, and the per-class errors
+    already carry what people corrected. `running` is the shared lock: while any retrain
+    runs, none can start.
+    """
+    champion = registry.alias_version(CHAMPION)
+    info = registry.version(champion) if champion else None
+    drift = [r for r in store.latest_vision_drift() if r["model_version"] == champion]
+    columns = [r for r in drift if r["role"] != "target"]
+    p_values = [r["p_adjusted"] for r in columns if r["p_adjusted"] is not None]
+    name = registry.model_name
+    metric = info.metrics.get("top1") if info else None
+    return Conditions(
+        now=time.time() if now is None else now,
+        dataset_drift=bool(drift and drift[0]["dataset_drift"]),
+        drift_share=float(drift[0]["drift_share"] or 0.0) if drift else 0.0,
+        drifted_features=tuple(r["feature"] for r in columns if r["drifted"]),
+        min_p_value=min(p_values) if p_values else None,
+        new_labels=store.vision_new_labels(name, info.snapshot_id if info else None),
+        errors_per_class=image_errors_per_class(store.vision_label_outcomes(name, champion)),
+        champion_accuracy=metric,
+        last_retrain_at=last_retrain_at(settings, store, vision=True),
+        running=is_running(settings),
+    )
+
+
+def image_errors_per_class(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Errors per class from people's answers on wrong image predictions (pure).
+
+    A classification counts against its true class (or, for a bare "wrong", against the
+    predicted one, as the tabular count does). A detection compares the reviewed boxes with
+    the predicted ones per class: every object a class is short of (missed, or given another
+    class) and every extra box of a class (a false detection) is one error of that class.
+    Boxes are matched by count, not position: a moved box is the reviewer's correction of a
+    location, not a class the model fails on.
+    """
+    errors: dict[str, int] = {}
+    for row in rows:
+        if row["task"] == "classify":
+            cls = row["label"] if row["label"] is not None else row["prediction"]
+            if cls is not None:
+                errors[str(cls)] = errors.get(str(cls), 0) + 1
+            continue
+        predicted = json.loads(row["prediction"] or "[]")
+        # Reviewed boxes carry class indices; predicted ones also their names.
+        names = {int(p["class"]): str(p.get("name", p["class"])) for p in predicted}
+        if row["label"] is None:  # a bare "wrong": against the best box's class
+            if predicted:
+                cls = names[int(predicted[0]["class"])]
+                errors[cls] = errors.get(cls, 0) + 1
+            continue
+        reviewed = json.loads(row["label"])
+        count: dict[int, int] = {}
+        for p in predicted:
+            count[int(p["class"])] = count.get(int(p["class"]), 0) - 1
+        for b in reviewed:
+            count[int(b["class"])] = count.get(int(b["class"]), 0) + 1
+        for index, diff in count.items():
+            if diff:
+                cls = names.get(index, str(index))
+                errors[cls] = errors.get(cls, 0) + abs(diff)
+    return dict(sorted(errors.items()))
+
+
+def check(
+    settings: Settings, store: Store, registry: Registry, *, vision: bool = False
+) -> dict[str, Any]:
+    """The decision with every figure and threshold behind it (GET /api/retraining/conditions).
+
+    Args:
+        registry: The tabular model's registry; with `vision`, the vision model's registry
+            is opened from the settings instead.
+        vision: Decide for the vision model.
+    """
     policy = RetrainPolicy.from_settings(settings)
-    figures = conditions(settings, store, registry)
+    if vision:
+        registry = Registry.vision_from_settings(settings)
+        figures = vision_conditions(settings, store, registry)
+    else:
+        figures = conditions(settings, store, registry)
     decision = decide(figures, policy)
     return {
         **decision.to_dict(),
+        "model": VISION if vision else TABULAR,
+        "model_name": registry.model_name,
         "champion_version": registry.alias_version(CHAMPION),
         "figures": figures.to_dict(),
         "thresholds": policy.to_dict(),
@@ -211,21 +321,29 @@ def trigger(
     return {"event_id": event_id, "status": "queued", "log": str(log_path)}
 
 
-def status(settings: Settings, store: Store) -> dict[str, Any]:
-    """The run in progress (if any) and the latest one.
+def status(settings: Settings, store: Store, *, vision: bool = False) -> dict[str, Any]:
+    """The model's run in progress (if any) and its latest one.
 
-    A run still marked queued or running while no process holds the lock has died (killed,
-    or its kernel failed to start); it is reported as `lost`.
+    `running` is whether a run of this model is in progress; `busy` whether any retrain
+    holds the shared lock (then none can start, whichever model). A run still marked queued
+    or running while no process holds the lock has died (killed, or its kernel failed to
+    start); it is reported as `lost`.
     """
-    running = is_running(settings)
-    runs = store.retraining_runs(limit=1)
+    busy = is_running(settings)
+    name = model_name(settings, vision)
+    runs = store.retraining_runs(limit=1, model_name=name, unnamed_as=settings.model_name)
     latest = runs[0] if runs else None
-    if latest is not None and latest["status"] in {"queued", "running"} and not running:
+    in_progress = latest is not None and latest["status"] in {"queued", "running"}
+    if latest is not None and in_progress and not busy:
         age = (utcnow() - latest["updated_at"]).total_seconds()
         if age > 30:  # a queued run takes a few seconds to start its process and take the lock
             latest = {**latest, "status": "lost"}
+    running = busy and in_progress
     return {
+        "model": VISION if vision else TABULAR,
+        "model_name": name,
         "running": running,
+        "busy": busy,
         "current": latest if running else None,
         "latest": latest,
     }
@@ -268,115 +386,178 @@ def run(
         optuna_trials = settings.retrain_optuna_trials
     if optuna_timeout is None:
         optuna_timeout = settings.retrain_optuna_timeout
-    base = {"event_id": event_id, "trigger": trigger, "who": who, "notebook": notebook}
-    try:
-        with _lock(settings) if hold_lock else contextlib.nullcontext():
-            return _run(
-                settings,
-                store,
-                registry,
-                base={**base, "reasons": reasons or []},
-                config=config,
-                trials=optuna_trials,
-                timeout=optuna_timeout,
-                promote=promote,
-            )
-    except RetrainBusy as exc:
-        store.add_retraining_event({**base, "status": "skipped", "error": str(exc)})
-        raise
+    base = {
+        "event_id": event_id,
+        "trigger": trigger,
+        "who": who,
+        "notebook": notebook,
+        "model_name": registry.model_name,
+        "reasons": reasons or [],
+    }
+    return recorded(
+        settings,
+        store,
+        registry,
+        base=base,
+        hold_lock=hold_lock,
+        body=lambda run: _train_and_gate(
+            settings,
+            store,
+            registry,
+            run=run,
+            config=config,
+            trials=optuna_trials,
+            timeout=optuna_timeout,
+            promote=promote,
+        ),
+    )
 
 
-def _run(
+def recorded(
     settings: Settings,
     store: Store,
     registry: Registry,
     *,
     base: dict[str, Any],
+    hold_lock: bool,
+    body: Callable[[dict[str, Any]], dict[str, Any]],
+) -> dict[str, Any]:
+    """One retraining run's bookkeeping, the same for every model: the lock, then its states
+    as `retraining_events` rows (`running`, then `body`'s outcome or `failed`; `skipped` when
+    another run holds the lock).
+
+    Args:
+        base: The run's fields (event_id, trigger, who, reasons, model_name…); the store
+            snapshot and the champion's version are added before `body` runs.
+        hold_lock: Take the lock; False when the caller already holds it.
+        body: Trains, evaluates and gates, given `base`; returns `status`,
+            `candidate_version`, `metrics` and `decision`.
+
+    Raises:
+        RetrainBusy: Another run holds the lock.
+    """
+    try:
+        with _lock(settings) if hold_lock else contextlib.nullcontext():
+            started = time.perf_counter()
+            run = {
+                **base,
+                "snapshot_id": store.snapshot_id(),
+                "champion_version": registry.alias_version(CHAMPION),
+            }
+            store.add_retraining_event({**run, "status": "running"})
+            try:
+                outcome = body(run)
+            except Exception as exc:
+                logger.exception("retrain %s of %s failed", run["event_id"], run["model_name"])
+                store.add_retraining_event({**run, "status": "failed", "error": f"{exc}"[:2000]})
+                raise
+            seconds = time.perf_counter() - started
+            final = {**run, **outcome}
+            final["metrics"] = {**outcome.get("metrics", {}), "seconds": round(seconds, 2)}
+            store.add_retraining_event(final)
+            logger.info(
+                "retrain %s of %s: %s version %s in %.1f s",
+                run["event_id"],
+                run["model_name"],
+                final["status"],
+                final.get("candidate_version"),
+                seconds,
+            )
+            return final
+    except RetrainBusy as exc:
+        store.add_retraining_event({**base, "status": "skipped", "error": str(exc)})
+        raise
+
+
+def gate_and_promote(
+    store: Store,
+    registry: Registry,
+    run: dict[str, Any],
+    version: str,
+    scores: dict[str, Any],
+    policy: RetrainPolicy,
+    *,
+    promote: bool,
+) -> tuple[str, dict[str, Any]]:
+    """Gate the challenger `version` on `scores` (`{"challenger": sets, "champion": sets}`;
+    no champion: nothing to gate) and promote it if it passes; returns (status, decision)."""
+    if "champion" not in scores:
+        decision: dict[str, Any] = {"promote": True, "reasons": ["no champion to gate"]}
+    else:
+        decision = gate_sets(scores["champion"], scores["challenger"], policy).to_dict()
+    promoted = bool(decision["promote"]) and promote
+    if promoted:
+        why = f"retrain {run['event_id']} ({run['trigger']}): gate passed"
+        models.promote(store, registry, version, who=run["who"] or "retrain", why=why)
+        registry.delete_alias(CHALLENGER)
+    return ("promoted" if promoted else "rejected"), decision
+
+
+def _train_and_gate(
+    settings: Settings,
+    store: Store,
+    registry: Registry,
+    *,
+    run: dict[str, Any],
     config: training.TrainConfig | None,
     trials: int,
     timeout: float,
     promote: bool,
 ) -> dict[str, Any]:
-    started = time.perf_counter()
-    champion = registry.alias_version(CHAMPION)
-    snapshot = store.snapshot_id()
-    base = {**base, "snapshot_id": snapshot, "champion_version": champion}
-    store.add_retraining_event({**base, "status": "running"})
-    try:
-        data = store.labeled_rows(snapshot)
-        schema = store.dataset_schema()
-        if schema is None or len(data) == 0:
-            raise SchemaError("no labeled rows in the store")
-        config = config or champion_config(registry, champion)
-        search = None
-        if trials > 0:
-            config, search = training.search(
-                data,
-                schema,
-                config,
-                trials=trials,
-                timeout_s=timeout,
-                metric=settings.gate_metric,
-            )
-        estimator, model_schema, metrics, onnx_model, n_train, n_test = training.fit(
-            data, schema, config
+    champion, snapshot = run["champion_version"], run["snapshot_id"]
+    data = store.labeled_rows(snapshot)
+    schema = store.dataset_schema()
+    if schema is None or len(data) == 0:
+        raise SchemaError("no labeled rows in the store")
+    config = config or champion_config(registry, champion)
+    search = None
+    if trials > 0:
+        config, search = training.search(
+            data,
+            schema,
+            config,
+            trials=trials,
+            timeout_s=timeout,
+            metric=settings.gate_metric,
         )
-        version = registry.log_model(
-            estimator=estimator,
-            schema=model_schema.to_dict(),
-            metrics=metrics,
-            params={"estimator": config.estimator, **estimator.get_params(), **asdict(config)},
-            snapshot_id=snapshot,
-            onnx_model=onnx_model,
-            tags={
-                "n_train": str(n_train),
-                "n_test": str(n_test),
-                "retrain_event": base["event_id"],
-                "trigger": base["trigger"],
-            },
-        )
-        registry.set_alias(CHALLENGER, version)
-        challenger = load_version(registry, version)
-        sets = evaluation_sets(data, config.test_size)
-        scores = {"challenger": evaluate_on(challenger, data, sets)}
-        policy = RetrainPolicy.from_settings(settings)
-        if champion is None:
-            decision: dict[str, Any] = {"promote": True, "reasons": ["no champion to gate"]}
-        else:
-            scores["champion"] = evaluate_on(load_version(registry, champion), data, sets)
-            decision = gate_sets(scores["champion"], scores["challenger"], policy).to_dict()
-        promoted = bool(decision["promote"]) and promote
-        if promoted:
-            why = f"retrain {base['event_id']} ({base['trigger']}): gate passed"
-            models.promote(store, registry, version, who=base["who"] or "retrain", why=why)
-            registry.delete_alias(CHALLENGER)
-        final = {
-            **base,
-            "status": "promoted" if promoted else "rejected",
-            "candidate_version": version,
-            "metrics": {
-                **scores,
-                "training": metrics,
-                "n_train": n_train,
-                "n_test": n_test,
-                "search": search,
-                "seconds": round(time.perf_counter() - started, 2),
-            },
-            "decision": decision,
-        }
-    except Exception as exc:
-        logger.exception("retrain %s failed", base["event_id"])
-        store.add_retraining_event({**base, "status": "failed", "error": f"{exc}"[:2000]})
-        raise
-    store.add_retraining_event(final)
-    logger.info(
-        "retrain %s: %s version %s in %.1f s",
-        base["event_id"],
-        final["status"],
-        final["candidate_version"],
-        time.perf_counter() - started,
+    estimator, model_schema, metrics, onnx_model, n_train, n_test = training.fit(
+        data, schema, config
     )
-    return final
+    version = registry.log_model(
+        estimator=estimator,
+        schema=model_schema.to_dict(),
+        metrics=metrics,
+        params={"estimator": config.estimator, **estimator.get_params(), **asdict(config)},
+        snapshot_id=snapshot,
+        onnx_model=onnx_model,
+        tags={
+            "n_train": str(n_train),
+            "n_test": str(n_test),
+            "retrain_event": run["event_id"],
+            "trigger": run["trigger"],
+        },
+    )
+    registry.set_alias(CHALLENGER, version)
+    sets = evaluation_sets(data, config.test_size)
+    scores = {"challenger": evaluate_on(load_version(registry, version), data, sets)}
+    if champion is not None:
+        scores["champion"] = evaluate_on(load_version(registry, champion), data, sets)
+    policy = RetrainPolicy.from_settings(settings)
+    status, decision = gate_and_promote(
+        store, registry, run, version, scores, policy, promote=promote
+    )
+    return {
+        "status": status,
+        "candidate_version": version,
+        "metrics": {
+            **scores,
+            "training": metrics,
+            "n_train": n_train,
+            "n_test": n_test,
+            "search": search,
+        },
+        "decision": decision,
+    }
 
 
 def champion_config(registry: Registry, champion: str | None) -> training.TrainConfig:

@@ -49,6 +49,7 @@ LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
 """Metrics of ``training.evaluate`` where smaller is better; all others are higher-is-better."""
 
 RECALL_PREFIX = "recall_"
+SUPPORT_PREFIX = "support_"
 
 # Metrics are floats computed on finite test sets: a delta that equals the threshold in decimals
 # (0.815 − 0.810) must not lose to binary rounding (0.00499999…).
@@ -75,8 +76,10 @@ class RetrainPolicy:
         gate_margin: How much the challenger must beat the champion by on the primary metric.
             0.005 rejects ties and rounding-level gains, which would only churn versions; it is
             not a significance test (a paired test would need the predictions, not the metrics).
-        class_tolerance: The most any class's recall may drop. 0.05 allows noise on small
-            classes while still rejecting a challenger that gives up a class to gain on average.
+        class_tolerance: The most any class's recall may drop, plus two standard errors of
+            that recall when its support is known (``sampling_noise``): 0.05 on a large class,
+            more on a class with a handful of held-out rows, where one row moves the recall
+            by more than the tolerance.
         primary_metric: The metric the margin applies to, a key of ``training.evaluate``;
             macro-F1 weighs every class equally, so a majority-class gain cannot hide a loss.
     """
@@ -268,6 +271,23 @@ def _describe_drift(c: Conditions, p: RetrainPolicy) -> str | None:
     return " with ".join(parts) if parts else None
 
 
+def sampling_noise(recall: float, support: float | None) -> float:
+    """Two standard errors of a recall measured on `support` rows (0 when unknown), the
+    Agresti–Coull way.
+
+    A class with 15 held-out rows moves its recall by 0.067 with one row: a drop that small is
+    noise, not a regression. The gate allows a class to drop by the tolerance plus this much,
+    so small classes are judged on what their rows can show and large ones on the tolerance.
+    """
+    if not support or support <= 0:
+        return 0.0
+    # Agresti–Coull: two pseudo-successes and two pseudo-failures, so that a recall of exactly
+    # 1.0 on 7 rows does not claim zero uncertainty (the plain Wald error would).
+    n = support + 4.0
+    p = (recall * support + 2.0) / n
+    return 2.0 * math.sqrt(p * (1.0 - p) / n)
+
+
 def _number(metrics: Mapping[str, Any], key: str) -> float | None:
     value = metrics.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -336,10 +356,13 @@ def gate(
             class_failures += 1
             continue
         drop = old - new
-        if drop > p.class_tolerance + _EPS:
+        allowed = p.class_tolerance + sampling_noise(
+            old, _number(champion_metrics, SUPPORT_PREFIX + cls)
+        )
+        if drop > allowed + _EPS:
             failed.append(
                 f"recall of class {cls!r} drops {old:.3f} → {new:.3f} "
-                f"({-drop:+.3f}, tolerance {p.class_tolerance:.3f})"
+                f"({-drop:+.3f}, allowed {allowed:.3f})"
             )
             class_failures += 1
         elif worst is None or drop > worst[0]:

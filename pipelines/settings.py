@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         1, ge=1, description="API worker processes (each with its own spool and flusher)."
     )
     dashboard_port: int = Field(8050, description="Dashboard port.")
+    demo: str = Field(
+        "survey",
+        pattern="^(survey|digits)$",
+        description="Demo data `make up` seeds and `make simulate` replays: survey or digits.",
+    )
     api_key: str | None = Field(None, description="If set, write endpoints need X-API-Key.")
 
     uncertainty_low: float = Field(0.4, description="Predictions with confidence above this ...")

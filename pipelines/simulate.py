@@ -39,6 +39,8 @@ class SimulationConfig:
         wait: Seconds to keep watching for a retrain after the stream ends.
         seed: Seeds the stream's order and every choice.
         api_key: Sent as X-API-Key when the API needs one.
+        demo: Which demo stream (`DRIFTLAB_DEMO`): the API's model must have been trained
+            on the same demo.
     """
 
     api: str = "http://127.0.0.1:8000"
@@ -52,6 +54,7 @@ class SimulationConfig:
     wait: float = 180.0
     seed: int = 0
     api_key: str | None = None
+    demo: str = "survey"
 
     def __post_init__(self) -> None:
         for name in ("feedback_share", "answer_share"):
@@ -72,13 +75,13 @@ class Tally:
 
 def stream(config: SimulationConfig) -> Iterator[tuple[list[dict[str, Any]], list[int]]]:
     """Batches of (records, true labels): the training population first, then the shift."""
-    split = demo.demo_split(config.seed)
+    split = demo.demo_split(config.seed, name=config.demo)
     live = split.live.head(config.in_distribution)
     shifted = split.shifted if config.shifted is None else split.shifted.head(config.shifted)
     for part in (live, shifted):
         for start in range(0, len(part), config.batch):
             chunk = part.iloc[start : start + config.batch]
-            yield demo.records(chunk), chunk[demo.LABEL].tolist()
+            yield demo.records(chunk), chunk[split.label].tolist()
 
 
 def run(config: SimulationConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -91,16 +94,14 @@ def run(config: SimulationConfig, *, progress: bool = True) -> dict[str, Any]:
     rng = np.random.default_rng(config.seed)
     truth: dict[str, int] = {}
     tally = Tally()
-    start_version = _status(http)["version"]
-    n_rows = config.in_distribution + (
-        len(demo.demo_split(config.seed).shifted) if config.shifted is None else config.shifted
-    )
+    start_version = _wait_for_champion(http, timeout_s=120)
+    n_rows = sum(len(records) for records, _ in stream(config))
     bar = tqdm(total=n_rows, unit="row", disable=not progress, desc="simulate")
     started = time.monotonic()
     next_review = started + config.review_every
     for records, labels in stream(config):
-        r = http.post("/predict", json={"records": records})
-        if r.status_code != 200:
+        r = _post(http, "/predict", {"records": records})
+        if r is None or r.status_code != 200:
             tally.errors += 1
             continue
         out = r.json()
@@ -108,9 +109,10 @@ def run(config: SimulationConfig, *, progress: bool = True) -> dict[str, Any]:
         for pid, label in zip(out["prediction_ids"], labels, strict=True):
             truth[pid] = label
             if rng.random() < config.feedback_share:
-                sent = http.post("/feedback", json={"prediction_id": pid, "label": label})
-                tally.feedback += sent.status_code == 200
-                tally.errors += sent.status_code != 200
+                sent = _post(http, "/feedback", {"prediction_id": pid, "label": label})
+                ok = sent is not None and sent.status_code == 200
+                tally.feedback += ok
+                tally.errors += not ok
         bar.update(len(records))
         if time.monotonic() >= next_review:
             _review(http, truth, rng, config, tally)
@@ -151,13 +153,34 @@ def _review(
     for item in items:
         pid = item["prediction_id"]
         if pid in truth and rng.random() < config.answer_share:
-            r = http.post(
-                f"/api/labeling-queue/{pid}/label", json={"label": truth[pid], "who": "simulate"}
-            )
-            tally.labeled += r.status_code == 200
+            body = {"label": truth[pid], "who": "simulate"}
+            r = _post(http, f"/api/labeling-queue/{pid}/label", body)
+            tally.labeled += r is not None and r.status_code == 200
         else:
-            r = http.post(f"/api/labeling-queue/{pid}/skip", json={"who": "simulate"})
-            tally.skipped += r.status_code == 200
+            r = _post(http, f"/api/labeling-queue/{pid}/skip", {"who": "simulate"})
+            tally.skipped += r is not None and r.status_code == 200
+        tally.errors += r is None
+
+
+def _post(http: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response | None:
+    """POST, or None when the connection failed: a simulation counts errors and goes on, as
+    a client of a flaky service would."""
+    try:
+        return http.post(path, json=body)
+    except httpx.HTTPError:
+        return None
+
+
+def _wait_for_champion(http: httpx.Client, timeout_s: float) -> str:
+    """The version the API serves, once it serves one (`make up` may still be training)."""
+    deadline = time.monotonic() + timeout_s
+    while (version := _status(http)["version"]) is None:
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"no model served at {http.base_url} after {timeout_s:.0f} s: is `make up` running?"
+            )
+        time.sleep(1.0)
+    return str(version)
 
 
 def _status(http: httpx.Client) -> dict[str, Any]:

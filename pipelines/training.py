@@ -74,7 +74,8 @@ class TrainResult:
 
 
 def evaluate(proba: np.ndarray, y: np.ndarray, classes: np.ndarray) -> dict[str, float]:
-    """Held-out metrics: accuracy, macro-F1, per-class recall, log-loss, calibration error."""
+    """Held-out metrics: accuracy, macro-F1, per-class recall and support, log-loss, calibration
+    error."""
     pred = classes[proba.argmax(axis=1)]
     metrics = {
         "accuracy": float(accuracy_score(y, pred)),
@@ -85,6 +86,7 @@ def evaluate(proba: np.ndarray, y: np.ndarray, classes: np.ndarray) -> dict[str,
     recalls = recall_score(y, pred, average=None, labels=classes, zero_division=0)
     for cls, rec in zip(classes, recalls, strict=True):
         metrics[f"recall_{cls}"] = float(rec)
+        metrics[f"support_{cls}"] = float(np.sum(y == cls))  # the gate weighs recall by it
     return metrics
 
 

@@ -3,8 +3,9 @@
 * every `queue_interval` seconds: move the most informative uncertain predictions into the
   labeling queue (`queue.refresh`; one enqueuer keeps the hourly budget exact);
 * every `check_interval` seconds: a drift + performance check if at least `min_samples`
-  predictions arrived since the last one, then the retraining decision, which starts a retrain
-  in the background when the policy says so (`retrain_auto`);
+  predictions arrived since the last one, the same for the vision champion's images, then the
+  retraining decision of each model, which starts a retrain in the background when the policy
+  says so (`retrain_auto`; the vision model only once it has a champion);
 * every `compact_interval` seconds: compact the lake (keeping every snapshot a registered
   model was trained on).
 
@@ -23,7 +24,7 @@ from typing import Any
 from pipelines import queue, retrainer
 from pipelines.labeling import QueuePolicy
 from pipelines.monitoring import Monitor
-from pipelines.registry import Registry
+from pipelines.registry import CHAMPION, Registry
 from pipelines.schema import SchemaError
 from pipelines.settings import Settings
 from pipelines.store import Store, utcnow
@@ -41,9 +42,11 @@ class Worker:
     last_vision_check_at: Any = None
     last_compact: float = field(default_factory=time.monotonic)
     last_queue_scan: dt.datetime | None = None
+    vision_registry: Registry = field(init=False)
 
     def __post_init__(self) -> None:
         self.monitor = Monitor(self.settings, self.store, self.registry)
+        self.vision_registry = Registry.vision_from_settings(self.settings)
 
     @classmethod
     def open(cls, settings: Settings) -> Worker:
@@ -70,6 +73,7 @@ class Worker:
         did["vision_drift"] = self.vision_check()
         if self.settings.retrain_auto:
             did["retrain"] = self.maybe_retrain()
+            did["vision_retrain"] = self.maybe_retrain(vision=True)
         if time.monotonic() - self.last_compact >= self.settings.compact_interval:
             did["compact"] = self.store.compact(self.registry.trained_snapshots())
             self.last_compact = time.monotonic()
@@ -105,9 +109,15 @@ class Worker:
         self.last_queue_scan = now
         return {"enqueued": enqueued}
 
-    def maybe_retrain(self) -> dict[str, Any]:
-        """Ask the retraining policy; start a run in the background if it says so."""
-        verdict = retrainer.check(self.settings, self.store, self.registry)
+    def maybe_retrain(self, *, vision: bool = False) -> dict[str, Any]:
+        """Ask the retraining policy about one model; start a run in the background if it
+        says so. The vision model is asked only once it has a champion: there is nothing to
+        fine-tune or gate before (`driftlab train --vision` bootstraps one). The tabular
+        model goes first in a tick; when it started a run, the shared lock makes the vision
+        verdict say "already running" and the vision run waits for a later tick."""
+        if vision and self.vision_registry.alias_version(CHAMPION) is None:
+            return {"started": False, "skipped": "no vision champion"}
+        verdict = retrainer.check(self.settings, self.store, self.registry, vision=vision)
         if not verdict["should_retrain"]:
             keys = ("reasons", "blocked_by", "not_met")
             return {"started": False, **{k: verdict[k] for k in keys if verdict[k]}}
@@ -118,6 +128,7 @@ class Worker:
                 trigger="worker",
                 who="worker",
                 reasons=verdict["reasons"],
+                vision=vision,
             )
         except retrainer.RetrainBusy as exc:
             return {"started": False, "blocked_by": [str(exc)]}

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field, model_validator
 
 from api.deps import StateDep, WriteAccess
-from pipelines.schema import SchemaError
+from pipelines.feedback import InvalidFeedback, NoSchema, PredictionNotFound, give
 
 router = APIRouter(tags=["feedback"], dependencies=[WriteAccess])
 
@@ -33,39 +33,28 @@ class FeedbackOut(BaseModel):
 
 @router.post("/feedback", response_model=FeedbackOut)
 def feedback(state: StateDep, body: FeedbackIn) -> FeedbackOut:
-    pending = state.log.is_pending(body.prediction_id)  # asked first: a flush may be under way
-    row = state.store.prediction(body.prediction_id)
-    if row is None and pending:
-        state.log.flush()  # answered moments ago: put it in the lake now, then read it
-        row = state.store.prediction(body.prediction_id)
-    if row is None:
-        raise HTTPException(404, f"no prediction with id {body.prediction_id!r}")
+    """Record the true class of a prediction, or whether it was right (checked as
+    `pipelines.feedback.give` checks it)."""
     serving = state.models.model
     schema = serving.schema if serving is not None else state.store.dataset_schema()
-    if schema is None:
-        raise HTTPException(409, "no dataset schema yet")
-    label = None
-    correct = body.correct
-    if body.label is not None:
-        try:
-            label = schema.label_to_store(body.label)
-        except SchemaError as exc:
-            raise HTTPException(422, str(exc)) from None
-        if row is not None:
-            implied = row["prediction"] == label
-            if correct is not None and correct != implied:
-                raise HTTPException(
-                    422, f'"correct": {correct} contradicts the label and the prediction'
-                )
-            correct = implied
-    version = row["model_version"] if row else (serving.version if serving else None)
-    feedback_id = state.store.add_feedback(
-        body.prediction_id,
-        label=label,
-        correct=correct,
-        source=body.source,
-        who=body.who,
-        model_version=version,
+    try:
+        row = give(
+            state.store,
+            state.log,
+            schema,
+            body.prediction_id,
+            label=body.label,
+            correct=body.correct,
+            source=body.source,
+            who=body.who,
+        )
+    except PredictionNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except NoSchema as exc:
+        raise HTTPException(409, str(exc)) from None
+    except InvalidFeedback as exc:
+        raise HTTPException(422, str(exc)) from None
+    state.metrics.feedback.labels("label" if row.label is not None else "correct").inc()
+    return FeedbackOut(
+        feedback_id=row.feedback_id, prediction_id=row.prediction_id, correct=row.correct
     )
-    state.metrics.feedback.labels("label" if label is not None else "correct").inc()
-    return FeedbackOut(feedback_id=feedback_id, prediction_id=body.prediction_id, correct=correct)

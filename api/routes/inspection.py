@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import StoreDep
+from pipelines.store import queries
 
 router = APIRouter(prefix="/api", tags=["monitoring"])
 
@@ -27,7 +28,8 @@ def inspection_logs(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    total, items = store.inspection_logs(
+    total, items = queries.inspection_page(
+        store,
         limit=limit,
         offset=offset,
         model_version=model_version,

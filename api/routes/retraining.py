@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
@@ -15,29 +15,44 @@ from pipelines import retrainer
 router = APIRouter(tags=["retraining"])
 
 
+ModelKind = Literal["tabular", "vision"]
+ModelQuery = Annotated[
+    ModelKind, Query(description="Which model: the tabular one (default) or the vision one.")
+]
+
+
 class TriggerIn(BaseModel):
+    model: ModelKind = Field("tabular", description="Which model to retrain.")
     who: str = Field("api", pattern=r"^[^\x00-\x1f\x7f]{1,128}$")
     reason: str = Field("manual trigger", max_length=500)
 
+    model_config = {
+        "json_schema_extra": {"examples": [{"model": "vision", "who": "ana", "reason": "new"}]}
+    }
+
 
 @router.get("/api/retraining/conditions")
-def conditions(state: StateDep) -> dict[str, Any]:
+def conditions(state: StateDep, model: ModelQuery = "tabular") -> dict[str, Any]:
     """should_retrain, the reasons (and what blocks or nearly holds), every figure and every
-    threshold behind the decision."""
-    return retrainer.check(state.settings, state.store, state.registry)
+    threshold behind the decision of one model."""
+    return retrainer.check(state.settings, state.store, state.registry, vision=model == "vision")
 
 
 @router.post("/api/retraining/trigger", status_code=202, dependencies=[WriteAccess])
 async def trigger(state: StateDep, body: TriggerIn | None = None) -> dict[str, Any]:
-    """Start a retrain now, whatever the policy says (a person asked); 409 while one runs."""
+    """Start a retrain of one model now, whatever the policy says (a person asked); 409 while
+    any retrain runs (one at a time, whichever model). A vision retrain without a vision
+    champion trains the first one from scratch on the ingested images."""
     body = body or TriggerIn()
-    return await _start(state, trigger="api", who=body.who, reasons=[body.reason])
+    vision = body.model == "vision"
+    return await _start(state, trigger="api", who=body.who, reasons=[body.reason], vision=vision)
 
 
 @router.get("/api/retraining/status")
-def status(state: StateDep) -> dict[str, Any]:
-    """The run in progress, if any, and the latest run with its metrics and gate decision."""
-    return retrainer.status(state.settings, state.store)
+def status(state: StateDep, model: ModelQuery = "tabular") -> dict[str, Any]:
+    """One model's run in progress, if any, and its latest run with its metrics and gate
+    decision; `busy` says whether any retrain holds the shared lock."""
+    return retrainer.status(state.settings, state.store, vision=model == "vision")
 
 
 @router.get("/api/retraining/history")

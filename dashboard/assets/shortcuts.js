@@ -7,7 +7,11 @@ document.addEventListener("keydown", function (event) {
   if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) return;
   var button = null;
   if (/^[1-9]$/.test(event.key)) {
-    var classes = document.querySelectorAll("#labeling-actions button.labeling-class");
+    // Only the shown buttons: an image item hides the tabular classes and shows its own.
+    var classes = Array.prototype.filter.call(
+      document.querySelectorAll("#labeling-actions button.labeling-class"),
+      function (b) { return b.offsetParent !== null; }
+    );
     button = classes[parseInt(event.key, 10) - 1] || null;
   } else if (event.key === "s" || event.key === "S") {
     button = document.getElementById("labeling-skip");

@@ -16,8 +16,8 @@ from dash import Input, Output, callback, dcc, html
 from dashboard import components as c
 from dashboard import figures
 from dashboard.data import services
-from pipelines import dashboard_queries as dq
 from pipelines.monitoring import latest_summary
+from pipelines.store import queries as dq
 
 dash.register_page(__name__, path="/drift", name="Drift", order=1)
 

@@ -1,6 +1,6 @@
 """Inspections: recent predictions, filterable (model version, class, uncertain only, time
 range), paged server-side: DuckDB counts and returns one page, never the table
-(`dashboard_queries.inspection_page`, the same page as `GET /api/inspection-logs`).
+(`store.queries.inspection_page`, the same page as `GET /api/inspection-logs`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import dash_ag_grid as dag
 from dash import Input, Output, State, callback, dcc, html
 
 from dashboard.data import services
-from pipelines import dashboard_queries as dq
+from pipelines.store import queries as dq
 
 dash.register_page(__name__, path="/inspections", name="Inspections", order=3)
 

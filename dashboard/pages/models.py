@@ -16,9 +16,9 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from dashboard import components as c
 from dashboard import figures
 from dashboard.data import services
-from pipelines import dashboard_queries as dq
 from pipelines import models
 from pipelines.registry import CHALLENGER, CHAMPION
+from pipelines.store import queries as dq
 
 dash.register_page(__name__, path="/models", name="Models", order=2)
 

@@ -16,10 +16,10 @@ from dash import Input, Output, callback, dcc, html
 from dashboard import components as c
 from dashboard import figures
 from dashboard.data import services
-from pipelines import dashboard_queries as dq
 from pipelines import logs, queue, retrainer
 from pipelines.monitoring import latest_summary
 from pipelines.registry import CHAMPION
+from pipelines.store import queries as dq
 
 dash.register_page(__name__, path="/", name="Overview", order=0)
 

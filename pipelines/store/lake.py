@@ -31,6 +31,21 @@ T = TypeVar("T")
 _RETRYABLE = ("conflict", "locked", "busy", "database is locked", "unique constraint")
 
 
+SQLITE_BUSY_TIMEOUT_MS = 900
+"""How long SQLite itself waits for a busy catalog before `Lake._retry` takes over.
+
+The SQLite inside DuckDB's sqlite extension is built without `usleep`: its busy handler
+sleeps in whole seconds, and gives up at once when the timeout is under one second. On a
+read-write attachment every DuckLake transaction opens a fresh catalog connection, and the
+process's last one to close checkpoints and deletes the WAL under an exclusive lock; a
+thread opening a connection in that instant (or while the next one rebuilds the WAL index)
+found the catalog busy and slept 1.0 s, where the lock was held for well under a
+millisecond. Under 1 s, SQLite reports "database is locked" at once and `_retry` tries
+again after milliseconds. Writers of one machine queue on the `.writelock` file lock, not
+here, so they lose no fairness. (A build with `usleep` would poll finely up to 0.9 s.)
+"""
+
+
 def extension_file(name: str) -> Path:
     """The `.duckdb_extension` file shipped in the `duckdb-extension-<name>` pip package."""
     spec = importlib.util.find_spec(f"duckdb_extension_{name}")
@@ -99,7 +114,7 @@ class Lake:
         read_only: bool = False,
         inlining_row_limit: int = 200,
         override_data_path: bool = False,
-        busy_timeout_ms: int = 10_000,
+        busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
     ) -> None:
         self.catalog_uri = catalog_uri
         self.data_path = data_path
@@ -122,6 +137,11 @@ class Lake:
         for ext in ("ducklake", backend):
             self._con.execute(f"INSTALL '{extension_file(ext)}'")
             self._con.execute(f"LOAD {ext}")
+        if backend == "sqlite":
+            # Catalog tables are small, yet a scan split over worker threads opened one SQLite
+            # connection per thread, each with the extension's 5 s busy timeout instead of ours
+            # (see `SQLITE_BUSY_TIMEOUT_MS`). GLOBAL: each thread's cursor is its own connection.
+            self._con.execute("SET GLOBAL sqlite_disable_multithreaded_scans = true")
         # A SQLite catalog is one file on one machine: writers of all processes take turns on
         # an OS file lock (queued in the kernel) rather than polling SQLite's busy lock, which
         # under load lets one process starve for seconds. A PostgreSQL catalog needs no help.
@@ -137,7 +157,7 @@ class Lake:
             Path(data_path).mkdir(parents=True, exist_ok=True)
         options = [f"DATA_PATH '{data_path}'", f"DATA_INLINING_ROW_LIMIT {int(inlining_row_limit)}"]
         if backend == "sqlite":
-            # Wait for a busy catalog instead of failing at once (SQLite locks the whole file).
+            # Below 1 s on purpose: see `SQLITE_BUSY_TIMEOUT_MS`.
             options.append(f"META_BUSY_TIMEOUT {int(busy_timeout_ms)}")
         if read_only:
             options.append("READ_ONLY")
@@ -169,6 +189,24 @@ class Lake:
 
     def rows(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> list[tuple]:
         return self._retry(lambda: self.cursor().execute(sql, params).fetchall(), what="read")
+
+    def query_with(
+        self, sql: str, params: list[Any] | None, tables: dict[str, pa.Table]
+    ) -> pa.Table:
+        """`query` with Arrow tables registered under the given names for the statement
+        (a list of ids to join against), retried like any read."""
+
+        def read() -> pa.Table:
+            cur = self.cursor()
+            for name, table in tables.items():
+                cur.register(name, table)
+            try:
+                return cur.execute(sql, params).to_arrow_table()
+            finally:
+                for name in tables:
+                    cur.unregister(name)
+
+        return self._retry(read, what="read")
 
     def scalar(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> Any:
         # fetchall, not fetchone: an unfinished result keeps the SQLite catalog read-locked.

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from pipelines.schema import FeatureSchema, SchemaError
 from pipelines.settings import Settings
+from pipelines.store.ids import ID_SLACK, prediction_id_time
 from pipelines.store.lake import Lake
 from pipelines.store.tables import FEATURE_TABLES, TABLES
 
@@ -262,23 +263,25 @@ class Store:
 
     def existing_prediction_ids(self, ids: Iterable[str]) -> set[str]:
         wanted = pa.table({"prediction_id": pa.array(list(ids), pa.string())})
-        cur = self.lake.cursor()
-        cur.register("_ids", wanted)
-        try:
-            rows = cur.execute(
-                "SELECT prediction_id FROM lake.predictions SEMI JOIN _ids USING (prediction_id)"
-            ).fetchall()
-        finally:
-            cur.unregister("_ids")
-        return {r[0] for r in rows}
+        found = self.lake.query_with(
+            "SELECT prediction_id FROM lake.predictions SEMI JOIN _ids USING (prediction_id)",
+            None,
+            {"_ids": wanted},
+        )
+        return set(found.column("prediction_id").to_pylist())
 
     def prediction(
         self, prediction_id: str, ts: dt.datetime | None = None
     ) -> dict[str, Any] | None:
-        """One prediction by id. Without its `ts` every file is scanned; with it, only the
-        files whose time range holds it."""
+        """One prediction by id. Only the files whose time range holds its `ts` are read:
+        the `ts` given, else the time in an id made by `prediction_ids` (within `ID_SLACK`);
+        other ids (edge logs, older ids) scan every file."""
         if ts is not None:
             return self._predictions_by_id([prediction_id], ts, ts).get(prediction_id)
+        made = prediction_id_time(prediction_id)
+        if made is not None:
+            first, last = made - ID_SLACK, made + ID_SLACK
+            return self._predictions_by_id([prediction_id], first, last).get(prediction_id)
         table = self.lake.query(
             "SELECT * FROM lake.predictions WHERE prediction_id = ? LIMIT 1", [prediction_id]
         )
@@ -295,19 +298,12 @@ class Store:
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """Recent predictions, newest first, filtered and paged in DuckDB."""
-        where, params = ["TRUE"], []
-        for clause, value in (
-            ("model_version = ?", model_version),
-            ("prediction = ?", prediction),
-            ("uncertain = ?", uncertain),
-            ("ts >= ?", since),
-            ("ts < ?", until),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        cond = " AND ".join(where)
+        """Recent predictions, newest first, filtered and paged: the plain top-N query.
+
+        `queries.inspection_page` serves the same page from the newest files only (what the
+        API and the dashboard use); this one is the reference its tests hold it to.
+        """
+        cond, params = inspection_filter(model_version, prediction, uncertain, since, until)
         total = int(self.lake.scalar(f"SELECT count(*) FROM lake.predictions WHERE {cond}", params))
         table = self.lake.query(
             f"""SELECT * FROM lake.predictions WHERE {cond}
@@ -317,11 +313,17 @@ class Store:
         return total, table.to_pylist()
 
     def prediction_stats(self, since: dt.datetime | None = None) -> dict[str, Any]:
-        """Counts and latency percentiles of logged predictions."""
+        """Counts and latency percentiles of logged tabular predictions.
+
+        Image predictions (``task`` set) are left out: a YOLO answer takes tens of
+        milliseconds where a tabular one takes a fraction of one, and mixing them would make
+        both the counts and the percentiles describe neither. `vision_stats` has theirs.
+        """
         row = self.lake.rows(
             """SELECT count(*), count(*) FILTER (uncertain),
                       quantile_cont(latency_ms, [0.5, 0.95, 0.99]), max(ts)
-               FROM lake.predictions WHERE ts >= coalesce(?, TIMESTAMPTZ '1970-01-01')""",
+               FROM lake.predictions
+               WHERE ts >= coalesce(?, TIMESTAMPTZ '1970-01-01') AND task IS NULL""",
             [since],
         )[0]
         q = row[2] or [None, None, None]
@@ -657,16 +659,12 @@ class Store:
     ) -> dict[str, dict[str, Any]]:
         """Predictions by id, looked up only in the files of their time range."""
         wanted = pa.table({"prediction_id": pa.array(ids, pa.string())})
-        cur = self.lake.cursor()
-        cur.register("_ids", wanted)
-        try:
-            rows = cur.execute(
-                """SELECT * FROM lake.predictions SEMI JOIN _ids USING (prediction_id)
-                   WHERE ts >= ? AND ts <= ?""",
-                [first, last],
-            ).to_arrow_table()
-        finally:
-            cur.unregister("_ids")
+        rows = self.lake.query_with(
+            """SELECT * FROM lake.predictions SEMI JOIN _ids USING (prediction_id)
+               WHERE ts >= ? AND ts <= ?""",
+            [first, last],
+            {"_ids": wanted},
+        )
         return {row["prediction_id"]: row for row in rows.to_pylist()}
 
     def queue_item(self, prediction_id: str) -> dict[str, Any] | None:
@@ -812,11 +810,26 @@ class Store:
                 full[key] = json.dumps(full[key], default=str)
         self._insert("retraining_events", pa.Table.from_pylist([full], schema=_RETRAIN_SCHEMA))
 
-    def retraining_runs(self, limit: int = 50, event_id: str | None = None) -> list[dict[str, Any]]:
-        """Runs newest first, each as its latest state plus `started_at`."""
+    def retraining_runs(
+        self,
+        limit: int = 50,
+        event_id: str | None = None,
+        *,
+        model_name: str | None = None,
+        unnamed_as: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Runs newest first, each as its latest state plus `started_at`.
+
+        Args:
+            model_name: Only the runs of this registered model (each model has its own
+                cooldown and "last retrain"); None lists every run.
+            unnamed_as: The model a run recorded without a name belongs to (runs logged
+                before vision existed carry none: they are the tabular model's).
+        """
         latest = ", ".join(
             f"arg_max({c}, ts) AS {c}" for c in _RETRAIN_SCHEMA.names if c not in ("event_id", "ts")
         )
+        # The model filter applies after grouping: any row of a run may carry its name.
         rows = self.lake.query(
             f"""WITH r AS (
                     SELECT event_id, min(ts) AS started_at, max(ts) AS updated_at, {latest}
@@ -824,8 +837,10 @@ class Store:
                     WHERE ? IS NULL OR event_id = ?
                     GROUP BY event_id
                 )
-                SELECT * FROM r ORDER BY started_at DESC LIMIT ?""",
-            [event_id, event_id, int(limit)],
+                SELECT * FROM r
+                WHERE ?::VARCHAR IS NULL OR coalesce(model_name, ?::VARCHAR) = ?::VARCHAR
+                ORDER BY started_at DESC LIMIT ?""",
+            [event_id, event_id, model_name, unnamed_as, model_name, int(limit)],
         ).to_pylist()
         for row in rows:
             for key in ("reasons", "metrics", "decision"):
@@ -1032,6 +1047,27 @@ class Store:
             )
         )
 
+    def vision_label_outcomes(
+        self, model_name: str, model_version: str | None
+    ) -> list[dict[str, Any]]:
+        """The latest human answer on each served image of one vision model version that
+        was judged wrong: `task`, `prediction` (class, or JSON boxes), `label` (class, JSON
+        boxes, or None for a bare "wrong") for `retrainer.image_errors_per_class`."""
+        return self.lake.query(
+            """WITH last AS (
+                   SELECT prediction_id, arg_max(label, ts) AS label,
+                          arg_max(correct, ts) AS correct
+                   FROM lake.feedback GROUP BY prediction_id
+               )
+               SELECT p.task, p.prediction, l.label
+               FROM last l JOIN lake.predictions p USING (prediction_id)
+               WHERE p.model_name = ? AND p.task IS NOT NULL
+                 AND (?::VARCHAR IS NULL OR p.model_version = ?::VARCHAR)
+                 AND (NOT l.correct OR (l.correct IS NULL AND l.label <> p.prediction))
+               ORDER BY p.prediction_id""",
+            [model_name, model_version, model_version],
+        ).to_pylist()
+
     def image_feature_window(
         self, model_name: str, *, limit: int = 1000, since: dt.datetime | None = None
     ) -> pa.Table:
@@ -1140,6 +1176,28 @@ class Store:
         ).to_pylist()
 
 
+def inspection_filter(
+    model_version: str | None,
+    prediction: str | None,
+    uncertain: bool | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+) -> tuple[str, list[Any]]:
+    """The WHERE condition of an inspection page's filters, and its parameters."""
+    where, params = ["TRUE"], []
+    for clause, value in (
+        ("model_version = ?", model_version),
+        ("prediction = ?", prediction),
+        ("uncertain = ?", uncertain),
+        ("ts >= ?", since),
+        ("ts < ?", until),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    return " AND ".join(where), params
+
+
 def _time_range(since: dt.datetime | None, until: dt.datetime | None) -> tuple[str, list[Any]]:
     """A WHERE condition on `ts` for an optional [since, until) range of tabular predictions
     (image predictions, `task` set, have their own window), and its parameters."""
@@ -1200,5 +1258,6 @@ _QUEUE_PREDICTION_FIELDS = (
     "confidence",
     "probabilities",
     "image_ref",
+    "task",
     "ts",
 )

@@ -14,29 +14,29 @@ with mAP50-95 (detection) or top-1 (classification) as the primary metric and pe
 for the "no class drops" rule, through ``retraining.gate_sets``. The run's states are
 ``retraining_events`` rows and it holds ``retrainer``'s lock, so a vision and a tabular retrain
 never run at once. ``retrainer.trigger(..., vision=True)`` starts this module in the background
-(``python -m pipelines.vision.retrain``).
+(``python -m pipelines.vision.retrain``); ``driftlab retrain --vision`` (``make retrain-vision``)
+runs it in the foreground, and ``driftlab train --vision`` (``make train-vision``) bootstraps
+the first champion on the demo digits (`bootstrap`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipelines import models, retrainer
+from pipelines import retrainer
 from pipelines.registry import CHALLENGER, CHAMPION, Registry
-from pipelines.retraining import FIXED, RECENT, RetrainPolicy, gate_sets
+from pipelines.retraining import FIXED, RECENT, RetrainPolicy
 from pipelines.settings import Settings, get_settings
 from pipelines.store import Store, new_id
 from pipelines.training import heldout_mask
@@ -151,6 +151,53 @@ def seed_demo(
         val = vdata.make_classification_set(n_val, split="val", size=size, seed=seed)
     ingest_items(store, settings, train, split="train", task=task, names=vdata.DIGIT_NAMES)
     return ingest_items(store, settings, val, split="val", task=task, names=vdata.DIGIT_NAMES)
+
+
+def bootstrap(
+    settings: Settings,
+    store: Store,
+    registry: Registry | None = None,
+    *,
+    task: str | None = None,
+    epochs: int | None = None,
+    imgsz: int | None = None,
+    n_train: int = 200,
+    n_val: int = 50,
+    **train_overrides: Any,
+) -> dict[str, Any]:
+    """A first vision champion on the demo digits (`driftlab train --vision`,
+    `make train-vision`): seed the demo images unless original images of the task are in the
+    store already, train from scratch (or `vision_weights`), register, promote.
+
+    With a champion already there it does nothing and says so: the next model comes from a
+    retrain, which fine-tunes and gates, never from a second bootstrap that would skip the gate.
+    """
+    registry = registry or Registry.vision_from_settings(settings)
+    task = task or settings.vision_task
+    # A run without a champion trains the configured task: make it this one.
+    settings = settings.model_copy(update={"vision_task": task})
+    champion = registry.alias_version(CHAMPION)
+    if champion is not None:
+        return {"status": "exists", "model_name": registry.model_name, "champion": champion}
+    imgsz = imgsz or settings.vision_imgsz
+    _, rows = store.vision_training_set(registry.model_name, task)
+    seeded = 0
+    if not any(r["split"] == "train" for r in rows):
+        # Canvases at the model's input side: no resize between the data and the model.
+        seed_demo(store, settings, task=task, n_train=n_train, n_val=n_val, size=imgsz)
+        seeded = n_train + n_val
+    final = run(
+        settings,
+        store,
+        registry,
+        trigger="bootstrap",
+        who="bootstrap",
+        reasons=["no vision champion yet: first model on the demo digits"],
+        epochs=epochs,
+        imgsz=imgsz,
+        **train_overrides,
+    )
+    return {**final, "seeded_images": seeded}
 
 
 @dataclasses.dataclass
@@ -309,148 +356,123 @@ def run(
         "reasons": reasons or [],
         "model_name": registry.model_name,
     }
-    try:
-        with retrainer._lock(settings) if hold_lock else contextlib.nullcontext():
-            return _run(
-                settings,
-                store,
-                registry,
-                base=base,
-                epochs=epochs or settings.vision_epochs,
-                imgsz=imgsz or settings.vision_imgsz,
-                promote=promote,
-                policy=policy,
-                overrides=train_overrides,
-            )
-    except retrainer.RetrainBusy as exc:
-        store.add_retraining_event({**base, "status": "skipped", "error": str(exc)})
-        raise
+    return retrainer.recorded(
+        settings,
+        store,
+        registry,
+        base=base,
+        hold_lock=hold_lock,
+        body=lambda run: _fine_tune_and_gate(
+            settings,
+            store,
+            registry,
+            run=run,
+            epochs=epochs or settings.vision_epochs,
+            imgsz=imgsz or settings.vision_imgsz,
+            promote=promote,
+            policy=policy,
+            overrides=train_overrides,
+        ),
+    )
 
 
-def _run(
+def _fine_tune_and_gate(
     settings: Settings,
     store: Store,
     registry: Registry,
     *,
-    base: dict[str, Any],
+    run: dict[str, Any],
     epochs: int,
     imgsz: int,
     promote: bool,
     policy: RetrainPolicy | None,
     overrides: dict[str, Any],
 ) -> dict[str, Any]:
-    started = time.perf_counter()
-    champion_version = registry.alias_version(CHAMPION)
-    snapshot = store.snapshot_id()
-    base = {**base, "snapshot_id": snapshot, "champion_version": champion_version}
-    store.add_retraining_event({**base, "status": "running"})
-    workdir = settings.runs_dir / "vision" / base["event_id"]
-    try:
-        prepare(settings, workdir)
-        cache = settings.data_dir / "cache" / "vision"
-        champion = (
-            load_vision_version(registry, champion_version, cache) if champion_version else None
+    champion_version, snapshot = run["champion_version"], run["snapshot_id"]
+    workdir = settings.runs_dir / "vision" / run["event_id"]
+    prepare(settings, workdir)
+    cache = settings.data_dir / "cache" / "vision"
+    champion = load_vision_version(registry, champion_version, cache) if champion_version else None
+    task = champion.task if champion else settings.vision_task
+    names = champion.names if champion else vdata.DIGIT_NAMES
+    data = training_set(store, settings, task=task, names=names, snapshot_id=snapshot)
+    if not data.train or not data.fixed:
+        raise ValueError(
+            f"need original training images of both splits (train, val) for {task!r}; "
+            f"found {data.counts()}: ingest labeled images first"
         )
-        task = champion.task if champion else settings.vision_task
-        names = champion.names if champion else vdata.DIGIT_NAMES
-        data = training_set(store, settings, task=task, names=names, snapshot_id=snapshot)
-        if not data.train or not data.fixed:
-            raise ValueError(
-                f"need original training images of both splits (train, val) for {task!r}; "
-                f"found {data.counts()}: ingest labeled images first"
-            )
-        dataset = export({"train": data.train, "val": data.fixed}, workdir / "dataset", task, names)
-        start_from = champion.weights if champion else settings.vision_weights
-        result = yolo.train(
-            dataset,
-            workdir / "runs",
-            task=task,  # type: ignore[arg-type]
-            weights=start_from,
-            architecture=settings.vision_architecture,
-            epochs=epochs,
-            imgsz=imgsz,
-            name="train",
-            **overrides,
-        )
-        onnx_file = yolo.export_onnx(result.weights, imgsz=imgsz, dest=workdir / "model.onnx")
-        version = registry.log_vision_model(
-            weights=result.weights,
-            onnx_file=onnx_file,
-            task=task,
-            names=list(names),
-            imgsz=imgsz,
-            metrics=result.metrics,
-            params={
-                "epochs": epochs,
-                "imgsz": imgsz,
-                "architecture": settings.vision_architecture,
-                "started_from": f"v{champion_version}" if champion else str(start_from),
-                **overrides,
-            },
-            snapshot_id=snapshot,
-            tags={
-                "retrain_event": base["event_id"],
-                "trigger": base["trigger"],
-                **{f"n_{k}": str(v) for k, v in data.counts().items()},
-            },
-        )
-        registry.set_alias(CHALLENGER, version)
-        sets = {FIXED: data.fixed, RECENT: data.recent}
-
-        def score(weights: Path, who: str) -> dict[str, dict[str, float]]:
-            return {
-                name: evaluate(
-                    weights,
-                    items,
-                    task=task,
-                    names=names,
-                    workdir=workdir / f"eval-{who}-{name}",
-                    imgsz=imgsz,
-                )
-                for name, items in sets.items()
-            }
-
-        scores = {"challenger": score(result.weights, "challenger")}
-        gate_policy = dataclasses.replace(
-            policy or RetrainPolicy.from_settings(settings),
-            primary_metric=yolo.PRIMARY_METRIC[task],  # type: ignore[index]
-        )
-        if champion is None:
-            decision: dict[str, Any] = {"promote": True, "reasons": ["no champion to gate"]}
-        else:
-            scores["champion"] = score(champion.weights, "champion")
-            decision = gate_sets(scores["champion"], scores["challenger"], gate_policy).to_dict()
-        promoted = bool(decision["promote"]) and promote
-        if promoted:
-            why = f"retrain {base['event_id']} ({base['trigger']}): gate passed"
-            models.promote(store, registry, version, who=base["who"] or "retrain", why=why)
-            registry.delete_alias(CHALLENGER)
-        final = {
-            **base,
-            "status": "promoted" if promoted else "rejected",
-            "candidate_version": version,
-            "metrics": {
-                **scores,
-                "training": result.metrics,
-                "counts": data.counts(),
-                "primary_metric": gate_policy.primary_metric,
-                "seconds": round(time.perf_counter() - started, 2),
-            },
-            "decision": decision,
-        }
-    except Exception as exc:
-        logger.exception("vision retrain %s failed", base["event_id"])
-        store.add_retraining_event({**base, "status": "failed", "error": f"{exc}"[:2000]})
-        raise
-    store.add_retraining_event(final)
-    logger.info(
-        "vision retrain %s: %s version %s in %.1f s",
-        base["event_id"],
-        final["status"],
-        final["candidate_version"],
-        time.perf_counter() - started,
+    dataset = export({"train": data.train, "val": data.fixed}, workdir / "dataset", task, names)
+    start_from = champion.weights if champion else settings.vision_weights
+    result = yolo.train(
+        dataset,
+        workdir / "runs",
+        task=task,  # type: ignore[arg-type]
+        weights=start_from,
+        architecture=settings.vision_architecture,
+        epochs=epochs,
+        imgsz=imgsz,
+        name="train",
+        **overrides,
     )
-    return final
+    onnx_file = yolo.export_onnx(result.weights, imgsz=imgsz, dest=workdir / "model.onnx")
+    version = registry.log_vision_model(
+        weights=result.weights,
+        onnx_file=onnx_file,
+        task=task,
+        names=list(names),
+        imgsz=imgsz,
+        metrics=result.metrics,
+        params={
+            "epochs": epochs,
+            "imgsz": imgsz,
+            "architecture": settings.vision_architecture,
+            "started_from": f"v{champion_version}" if champion else str(start_from),
+            **overrides,
+        },
+        snapshot_id=snapshot,
+        tags={
+            "retrain_event": run["event_id"],
+            "trigger": run["trigger"],
+            **{f"n_{k}": str(v) for k, v in data.counts().items()},
+        },
+    )
+    registry.set_alias(CHALLENGER, version)
+    sets = {FIXED: data.fixed, RECENT: data.recent}
+
+    def score(weights: Path, who: str) -> dict[str, dict[str, float]]:
+        return {
+            name: evaluate(
+                weights,
+                items,
+                task=task,
+                names=names,
+                workdir=workdir / f"eval-{who}-{name}",
+                imgsz=imgsz,
+            )
+            for name, items in sets.items()
+        }
+
+    scores = {"challenger": score(result.weights, "challenger")}
+    if champion is not None:
+        scores["champion"] = score(champion.weights, "champion")
+    gate_policy = dataclasses.replace(
+        policy or RetrainPolicy.from_settings(settings),
+        primary_metric=yolo.PRIMARY_METRIC[task],  # type: ignore[index]
+    )
+    status, decision = retrainer.gate_and_promote(
+        store, registry, run, version, scores, gate_policy, promote=promote
+    )
+    return {
+        "status": status,
+        "candidate_version": version,
+        "metrics": {
+            **scores,
+            "training": result.metrics,
+            "counts": data.counts(),
+            "primary_metric": gate_policy.primary_metric,
+        },
+        "decision": decision,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,7 +91,12 @@ def test_trigger_is_refused_while_a_run_holds_the_lock(client: TestClient, train
     with retrainer._lock(settings):
         r = client.post("/api/retraining/trigger", json={"reason": "test"})
         assert r.status_code == 409 and "already in progress" in r.json()["detail"]
-        assert client.get("/api/retraining/status").json()["running"] is True
+        # One lock for both models: busy for either, but no run of either is in progress.
+        for query in ("", "?model=vision"):
+            st = client.get(f"/api/retraining/status{query}").json()
+            assert st["busy"] is True and st["running"] is False
+        r = client.post("/api/retraining/trigger", json={"model": "vision"})
+        assert r.status_code == 409 and "already in progress" in r.json()["detail"]
         fired = {"status": "firing", "alerts": [{"status": "firing", "labels": {"alertname": "X"}}]}
         r = client.post("/webhook/alert", json=fired)
         assert r.status_code == 200 and r.json()["started"] is False
@@ -145,3 +150,19 @@ def test_webhook_firing_alert_starts_a_run(client: TestClient, trained_copy: Pat
     assert Path(final["notebook"]).exists()  # the executed notebook is kept in data/runs/
     history = client.get("/api/retraining/history").json()["items"]
     assert history[0]["event_id"] == body["event_id"]
+
+
+def test_retraining_endpoints_take_the_model(client: TestClient) -> None:
+    vision = client.get("/api/retraining/conditions", params={"model": "vision"}).json()
+    assert vision["model"] == "vision" and vision["champion_version"] is None
+    assert vision["should_retrain"] is False and vision["figures"]["new_labels"] == 0
+    tabular = client.get("/api/retraining/conditions").json()
+    assert tabular["model"] == "tabular" and tabular["champion_version"] == "1"
+    status = client.get("/api/retraining/status", params={"model": "vision"}).json()
+    assert status["model"] == "vision" and status["latest"] is None
+    for bad in (
+        client.get("/api/retraining/conditions", params={"model": "audio"}),
+        client.get("/api/retraining/status", params={"model": "audio"}),
+        client.post("/api/retraining/trigger", json={"model": "audio"}),
+    ):
+        assert bad.status_code == 422 and "tabular" in bad.text and "vision" in bad.text

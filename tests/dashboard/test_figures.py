@@ -253,3 +253,37 @@ def test_run_rows_show_both_sides_of_the_gate() -> None:
     assert row["champion macro_f1"] == 0.6 and row["candidate macro_f1"] == 0.7
     assert row["reasons"] == "drift" and row["decision"] == "macro_f1 +0.1"
     assert row["seconds"] == 12.5
+
+
+def test_box_editor_draws_editable_boxes_in_draw_mode() -> None:
+    image = np.zeros((40, 60, 3), dtype=np.uint8)
+    boxes = [{"box": [1, 2, 20, 30], "class": 1}, {"box": [30, 5, 50, 25], "class": 9}]
+    fig = figures.box_editor(image, boxes, ["a", "b"], title="item")
+    assert fig.layout.dragmode == "drawrect"
+    assert [s.editable for s in fig.layout.shapes] == [True, True]
+    assert [a.text for a in fig.layout.annotations] == ["#1 b", "#2 9"]  # unknown: its index
+    assert list(fig.layout.yaxis.range) == [40, 0]  # pixels, y down
+
+
+def test_box_edits_reads_drawn_and_moved_boxes() -> None:
+    boxes = [{"box": [1.0, 2.0, 20.0, 30.0], "class": 1}]
+    drawn = {
+        "shapes": [
+            {"type": "rect", "x0": 1, "y0": 2, "x1": 20, "y1": 30},
+            {"type": "rect", "x0": 55.04, "y0": 30, "x1": 70, "y1": -3},  # reversed, outside
+        ]
+    }
+    assert figures.box_edits(drawn, boxes, 4, 60, 40) == [
+        {"box": [1.0, 2.0, 20.0, 30.0], "class": 1},
+        {"box": [55.0, 0.0, 60.0, 30.0], "class": 4},
+    ]
+    moved = {"shapes[0].x0": 3.3, "shapes[0].x1": 25}
+    assert figures.box_edits(moved, boxes, 0, 60, 40) == [
+        {"box": [3.3, 2.0, 25.0, 30.0], "class": 1}
+    ]
+    click = {
+        "shapes": [*drawn["shapes"][:1], {"type": "rect", "x0": 5, "y0": 5, "x1": 5.2, "y1": 9}]
+    }
+    assert figures.box_edits(click, boxes, 0, 60, 40) == boxes  # no area: not a box
+    assert figures.box_edits({"xaxis.range[0]": 3}, boxes, 0, 60, 40) is None  # a zoom
+    assert figures.box_edits(None, boxes, 0, 60, 40) is None

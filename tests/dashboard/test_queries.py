@@ -1,4 +1,4 @@
-"""`pipelines.dashboard_queries` against a real trained store, checked with numpy."""
+"""`pipelines.store.queries` against a real trained store, checked with numpy."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipelines import dashboard_queries as dq
 from pipelines.monitoring import Monitor
 from pipelines.registry import CHAMPION, Registry
 from pipelines.store import Store
+from pipelines.store import queries as dq
 from tests.conftest import make_settings
 from tests.dashboard.conftest import log_traffic
 

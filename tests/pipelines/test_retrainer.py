@@ -116,9 +116,83 @@ def test_one_run_at_a_time(loop) -> None:
             retrainer.trigger(settings, store, trigger="test", who="t")
         with pytest.raises(retrainer.RetrainBusy):
             retrainer.run(settings, store, registry, trigger="test", event_id="e1")
-        assert retrainer.status(settings, store)["running"] is True
+        # The lock is busy for every model, but no run of either model is in progress.
+        for vision in (False, True):
+            st = retrainer.status(settings, store, vision=vision)
+            assert st["busy"] is True and st["running"] is False
+        assert retrainer.conditions(settings, store, registry).running  # nothing can start
     assert store.retraining_runs(event_id="e1")[0]["status"] == "skipped"
     assert not retrainer.is_running(settings)
+
+
+def test_cooldown_and_status_are_per_model(loop) -> None:
+    """A vision run neither starts the tabular cooldown nor shows as the tabular run."""
+    settings, store, registry = loop
+    now = dt.datetime.now(dt.UTC)
+    vision_name = settings.vision_model_name
+    with retrainer._lock(settings):
+        store.add_retraining_event(
+            {"event_id": "v1", "status": "running", "model_name": vision_name, "ts": now}
+        )
+        tabular = retrainer.status(settings, store)
+        vision = retrainer.status(settings, store, vision=True)
+        assert tabular["running"] is False and tabular["latest"] is None
+        assert vision["running"] is True and vision["current"]["event_id"] == "v1"
+    assert retrainer.conditions(settings, store, registry).last_retrain_at is None
+    vision_last = retrainer.last_retrain_at(settings, store, vision=True)
+    assert vision_last == pytest.approx(now.timestamp(), abs=1)
+    # A run recorded without a model name (older rows, `driftlab retrain` runs) is tabular.
+    store.add_retraining_event({"event_id": "t0", "status": "rejected", "ts": now})
+    assert retrainer.status(settings, store)["latest"]["event_id"] == "t0"
+    assert retrainer.status(settings, store, vision=True)["latest"]["event_id"] == "v1"
+
+
+def test_vision_conditions_without_a_vision_model(loop) -> None:
+    settings, store, registry = loop
+    verdict = retrainer.check(settings, store, registry, vision=True)
+    assert verdict["model"] == "vision" and verdict["model_name"] == settings.vision_model_name
+    assert verdict["champion_version"] is None and verdict["should_retrain"] is False
+    assert verdict["figures"]["new_labels"] == 0 and verdict["figures"]["errors_per_class"] == {}
+
+
+@pytest.mark.parametrize(
+    ("rows", "want"),
+    [
+        # classification: the true class, or the predicted one for a bare "wrong"
+        ([{"task": "classify", "prediction": "3", "label": "8"}], {"8": 1}),
+        ([{"task": "classify", "prediction": "3", "label": None}], {"3": 1}),
+        # detection: a box given another class, a missed object, a false box
+        (
+            [
+                {
+                    "task": "detect",
+                    "prediction": '[{"class": 1, "name": "1", "box": [0, 0, 5, 5]},'
+                    ' {"class": 2, "name": "2", "box": [9, 9, 20, 20]}]',
+                    "label": '[{"class": 7, "box": [0, 0, 5, 5]},'
+                    ' {"class": 4, "box": [30, 30, 40, 40]}]',
+                }
+            ],
+            {"1": 1, "2": 1, "4": 1, "7": 1},
+        ),
+        # the same classes, boxes moved: no class error
+        (
+            [
+                {
+                    "task": "detect",
+                    "prediction": '[{"class": 1, "name": "one", "box": [0, 0, 5, 5]}]',
+                    "label": '[{"class": 1, "box": [1, 1, 6, 6]}]',
+                }
+            ],
+            {},
+        ),
+        (
+            [{"task": "detect", "prediction": '[{"class": 1, "name": "one"}]', "label": None}],
+            {"one": 1},
+        ),
+    ],
+)
+def test_image_errors_per_class(rows, want) -> None:
+    assert retrainer.image_errors_per_class(rows) == want
 
 
 def test_a_run_whose_process_died_is_reported_lost(loop) -> None:

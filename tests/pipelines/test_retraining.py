@@ -224,7 +224,7 @@ GATE_CASES = {
         _metrics(macro_f1=0.86, accuracy=0.90, a=0.99, b=0.99, c=0.30),
         POLICY,
         False,
-        ("recall of class 'c' drops 0.750 → 0.300 (-0.450, tolerance 0.050)",),
+        ("recall of class 'c' drops 0.750 → 0.300 (-0.450, allowed 0.050)",),
     ),
     "class-drop-within-tolerance": (
         CHAMPION,
@@ -399,3 +399,27 @@ def test_gate_sets(champion, challenger, promote, first) -> None:
     assert result.reasons[0].startswith(first) or result.reasons[1].startswith(first)
     assert (result.failures == 0) is promote
     assert all(r.startswith(("[recent] ", "[fixed] ")) for r in result.reasons)
+
+
+@pytest.mark.parametrize(
+    ("support", "promote"),
+    [
+        pytest.param(15, True, id="one-row-of-15-is-noise"),
+        pytest.param(1500, False, id="the-same-drop-on-1500-rows-is-real"),
+        pytest.param(None, False, id="unknown-support-uses-the-tolerance"),
+    ],
+)
+def test_class_drop_is_judged_against_its_sampling_noise(support, promote) -> None:
+    from pipelines.retraining import sampling_noise
+
+    champion = {"macro_f1": 0.80, "recall_a": 0.933, "recall_b": 0.70}
+    challenger = {"macro_f1": 0.85, "recall_a": 0.867, "recall_b": 0.80}
+    if support is not None:
+        champion |= {"support_a": support, "support_b": support}
+    result = gate(champion, challenger)
+    assert result.promote is promote, result.reasons
+    # Agresti–Coull: p = (14 + 2) / 19, two standard errors of p on 19 rows.
+    p = 16 / 19
+    assert sampling_noise(14 / 15, 15) == pytest.approx(2 * (p * (1 - p) / 19) ** 0.5)
+    assert sampling_noise(1.0, 7) > 0.2  # a perfect recall on 7 rows is far from certain
+    assert sampling_noise(0.933, None) == 0.0

@@ -24,3 +24,11 @@ def test_tick_checks_only_with_enough_new_predictions(trained_copy: Path) -> Non
     assert second["drift"]["dataset_drift"] is True and second["drift"]["n_current"] == 150
     third = worker.tick()  # nothing new since the last check
     assert "0 new predictions" in third["drift"]["skipped"]
+
+
+def test_no_vision_retrain_without_a_vision_champion(trained_copy: Path) -> None:
+    worker = Worker.open(make_settings(trained_copy))
+    assert worker.maybe_retrain(vision=True) == {
+        "started": False,
+        "skipped": "no vision champion",
+    }

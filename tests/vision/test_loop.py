@@ -144,7 +144,10 @@ def test_predict_image_good_and_bad_uploads(vclient: TestClient) -> None:
     }
     row = st.store.prediction(out["prediction_id"])
     assert row["task"] == "detect" and row["image_ref"] == out["image_ref"]
-    metrics = vclient.get("/api/metrics").json()["vision"]
+    everything = vclient.get("/api/metrics").json()
+    # Image predictions are counted under "vision" only, not in the tabular figures.
+    assert everything["predictions"] == 0 and everything["latency_ms"]["p50"] is None
+    metrics = everything["vision"]
     assert metrics["images"] == 2 and metrics["defect_rate"] == 1.0
     assert sum(metrics["confidence_histogram"]["counts"]) == 2 * len(out["detections"])
     prom = vclient.get("/metrics").text
@@ -382,3 +385,109 @@ def test_edge_client_spools_and_resends_without_loss_or_duplicates(
     assert len(edge_rows) == 9  # none twice
     stats = client.stats.summary()
     assert stats["frames"] == 9 and stats["inference_ms_mean"] > 0
+
+
+def test_classification_loop_end_to_end(tmp_path: Path) -> None:
+    """A classifier through the whole loop: upload → prediction → uncertain → queue → a class
+    label → a top-1 gated fine-tune on originals plus the label → promoted and served."""
+    side = 32
+    data = tmp_path / "data"
+    settings = make_settings(
+        data,
+        vision_task="classify",
+        vision_imgsz=side,
+        flush_interval=0.1,
+        reload_interval=0.2,
+        **BAND,
+    )
+    store = Store.open(settings)
+    retrain.seed_demo(store, settings, task="classify", n_train=20, n_val=10, size=side)
+    first = retrain.run(settings, store, epochs=1, imgsz=side, batch=16, trigger="bootstrap")
+    store.close()
+    assert first["status"] == "promoted" and first["metrics"]["primary_metric"] == "top1"
+
+    images = vdata.make_classification_set(3, split="test", size=side, seed=4)
+    with TestClient(create_app(settings)) as client:
+        st = state(client)
+        ids = []
+        for item in images:
+            r = client.post("/predict/image", files={"file": ("d.png", png(item.image), "x")})
+            assert r.status_code == 200, r.text
+            out = r.json()
+            assert out["task"] == "classify" and out["uncertain"] is True
+            assert set(out["probabilities"]) == set(vdata.DIGIT_NAMES)
+            ids.append(out["prediction_id"])
+        st.image_log.flush()
+        # Classifications queue like tabular rows: scored from their probabilities, judged by
+        # the configured band (as the worker's refresh does).
+        assert queue.refresh(st.store, QueuePolicy.from_settings(st.settings)) == 3
+        page = client.get("/api/labeling-queue").json()
+        assert {i["prediction_id"] for i in page["items"]} == set(ids)
+        bad = client.post(f"/api/labeling-queue/{ids[0]}/label", json={"label": "eleven"})
+        assert bad.status_code == 422 and "not one of" in bad.json()["detail"]
+        truth = vdata.DIGIT_NAMES[images[0].label]
+        r = client.post(f"/api/labeling-queue/{ids[0]}/label", json={"label": truth})
+        assert r.status_code == 200 and r.json()["label"] == truth
+        s = st.settings
+        assert st.store.vision_new_labels(s.vision_model_name, first["snapshot_id"]) == 1
+
+        final = retrain.run(
+            s,
+            st.store,
+            epochs=1,
+            imgsz=side,
+            batch=16,
+            trigger="manual",
+            # Ties pass: one epoch's top-1 is noise; the plumbing is under test.
+            policy=RetrainPolicy(gate_margin=0.0, class_tolerance=1.0),
+        )
+        assert final["metrics"]["primary_metric"] == "top1"
+        assert final["metrics"]["counts"]["train"] + final["metrics"]["counts"]["recent"] == 21
+        assert "top1" in final["metrics"]["champion"]["fixed"]
+        assert any("top1" in reason for reason in final["decision"]["reasons"])
+        assert final["status"] == "promoted", final["decision"]
+        deadline = time.monotonic() + 10
+        while st.vision.model.version != "2" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get("/api/vision/model").json()["version"] == "2"
+        r = client.post("/predict/image", files={"file": ("d.png", png(images[1].image), "x")})
+        assert r.json()["model_version"] == "2"  # the next upload is answered by the new model
+
+
+def test_worker_starts_a_vision_retrain_when_due(
+    vclient: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Image labels that correct the vision champion make its retrain due: the worker asks
+    the same policy and starts the vision run (the run itself is tested above)."""
+    from pipelines import retrainer
+    from pipelines.worker import Worker
+
+    st = state(vclient)
+    image = vdata.make_detection_set(1, split="test", size=IMGSZ, seed=13)[0].image
+    pid = vclient.post("/predict/image", files={"file": ("a.png", png(image), "image/png")}).json()[
+        "prediction_id"
+    ]
+    st.image_log.flush()
+    queue.refresh(st.store, QueuePolicy())
+    r = vclient.post(
+        f"/api/labeling-queue/{pid}/label", json={"boxes": [{"box": [2, 3, 20, 30], "class": 7}]}
+    )
+    assert r.status_code == 200 and r.json()["correct"] is False
+    s = st.settings.model_copy(update={"retrain_fail_threshold": 1, "retrain_cooldown": 0})
+    verdict = retrainer.check(s, st.store, Registry.from_settings(s), vision=True)
+    # The bootstrap run just now holds the vision model in its cooldown by default...
+    waiting = retrainer.check(st.settings, st.store, Registry.from_settings(s), vision=True)
+    assert any("cooldown" in b for b in waiting["blocked_by"])
+    # ...but not the tabular model: each model has its own.
+    assert retrainer.conditions(s, st.store, Registry.from_settings(s)).last_retrain_at is None
+    assert verdict["should_retrain"] and verdict["figures"]["errors_per_class"]["7"] >= 1
+    assert verdict["figures"]["new_labels"] >= 1
+
+    started: list[dict] = []
+    monkeypatch.setattr(
+        retrainer, "trigger", lambda *a, **kw: started.append(kw) or {"event_id": "x"}
+    )
+    worker = Worker(s, st.store, Registry.from_settings(s))
+    did = worker.maybe_retrain(vision=True)
+    assert did["started"] is True and started[0]["vision"] is True
+    assert started[0]["reasons"] == verdict["reasons"]

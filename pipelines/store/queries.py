@@ -1,10 +1,9 @@
-"""Reads the dashboard needs that `Store` does not have yet, as plain functions of a `Store`.
+"""The dashboard's reads (and the API's inspection page), as plain functions of a `Store`.
 
 Each is one aggregation that runs in DuckDB and returns a few hundred values at most, whatever
 the number of predictions stored: the dashboard's budget is 300 ms per callback with 10M
 predictions. Time-bounded reads filter on `ts`, which lets DuckLake skip whole files (the
-prediction log writes them in time order). They speak SQL to the lake, so they belong with the
-store; they live here until they are moved into `Store`.
+prediction log writes them in time order).
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from typing import Any
 
 from pipelines.schema import CATEGORICAL, FeatureSchema
 from pipelines.store import Store
+from pipelines.store.store import inspection_filter
 
 # Bins of a numeric feature's distribution chart: enough to see a shift, few enough to read.
 HISTOGRAM_BINS = 30
@@ -212,7 +212,8 @@ def inspection_page(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """The same page as `Store.inspection_logs` (newest first, same filters), read from the
+    """Recent predictions, newest first, filtered and paged (GET /api/inspection-logs, the
+    Inspections page): the same page as the plain `Store.inspection_logs`, read from the
     newest files only.
 
     The plain top-N query reads the wide columns (features, probabilities) of every matching
@@ -231,18 +232,7 @@ def inspection_page(
         since = None
     if until is not None and until > newest:
         until = None
-    where, params = ["TRUE"], []
-    for clause, value in (
-        ("model_version = ?", model_version),
-        ("prediction = ?", prediction),
-        ("uncertain = ?", uncertain),
-        ("ts >= ?", since),
-        ("ts < ?", until),
-    ):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
-    cond = " AND ".join(where)
+    cond, params = inspection_filter(model_version, prediction, uncertain, since, until)
     total = int(store.lake.scalar(f"SELECT count(*) FROM lake.predictions WHERE {cond}", params))
     if offset >= total:
         return total, []

@@ -1,0 +1,41 @@
+"""Prediction ids that carry their time, so a lookup by id reads only the files of that time.
+
+`predictions` is partitioned into files by commit, and the lake keeps each file's `ts` range:
+a query that bounds `ts` skips every other file, one that looks for an id alone opens them
+all (1M predictions in 40 commits: 32 ms against 83 ms, the gap growing with the commits).
+An id made by `prediction_ids` starts with its prediction's `ts` in milliseconds, like a
+UUIDv7, so `Store.prediction` can derive that bound from the id alone. Ids made otherwise
+(edge logs `edge:…`, vision and older tabular ids: random hex) don't parse, and are looked up
+by a full scan as before.
+
+Layout, 32 lowercase hex digits: 12 of Unix time in ms, the version digit `7`, 13 random
+(one draw per request), 6 of the row's index in its request. The ids of one request sort in
+row order; ids of one millisecond sort by their random part.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+
+__all__ = ["ID_SLACK", "prediction_id_time", "prediction_ids"]
+
+_PATTERN = re.compile(r"[0-9a-f]{12}7[0-9a-f]{19}")
+
+ID_SLACK = dt.timedelta(seconds=1)
+"""How far around its id's time a prediction's `ts` is looked for. The two are one clock
+reading, so this only absorbs rounding; it costs nothing, files span far longer."""
+
+
+def prediction_ids(n: int, ts: float) -> list[str]:
+    """Ids for the `n` rows of one request predicted at `ts` (Unix seconds)."""
+    head = f"{int(ts * 1000):012x}7{os.urandom(7).hex()[:13]}"
+    return [f"{head}{i:06x}" for i in range(n)]
+
+
+def prediction_id_time(prediction_id: str) -> dt.datetime | None:
+    """The time an id made by `prediction_ids` was made at; None for any other id."""
+    if _PATTERN.fullmatch(prediction_id) is None:
+        return None
+    return dt.datetime.fromtimestamp(int(prediction_id[:12], 16) / 1000, dt.UTC)
