@@ -241,6 +241,18 @@ def metrics_comparison(
     return _layout(fig, title, barmode="group", legend={"orientation": "h"})
 
 
+def confidence_histogram(hist: Mapping[str, Sequence[float]], title: str) -> go.Figure:
+    """Detections per confidence bin (`edges` has one more value than `counts`, as
+    `Store.vision_stats` gives them); empty bins stay visible as zero-height bars."""
+    counts = list(hist.get("counts", []))
+    edges = list(hist.get("edges", []))
+    if not counts or sum(counts) == 0 or len(edges) != len(counts) + 1:
+        return empty("no detections in this period", title)
+    labels = [f"{lo:.1f}–{hi:.1f}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    fig = go.Figure(go.Bar(x=labels, y=counts, marker_color=CURRENT_COLOR))
+    return _layout(fig, title, xaxis_title="confidence", yaxis_title="detections")
+
+
 def image_with_boxes(image: Any, boxes: Sequence[Mapping[str, Any]], title: str = "") -> go.Figure:
     """An image (array H×W[×C], PIL image or PNG bytes) with its detection boxes drawn.
 

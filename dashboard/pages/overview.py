@@ -35,11 +35,54 @@ def layout(**_: Any) -> html.Div:
             html.Div(id="overview-cards", className="cards"),
             html.Div(id="overview-health", className="panel"),
             html.Div(dcc.Graph(id="overview-throughput"), className="panel"),
+            html.Div(id="overview-vision", className="panel"),
             html.Div(
                 [html.H3("Latest log lines"), html.Div(id="overview-logs")], className="panel"
             ),
         ]
     )
+
+
+@callback(Output("overview-vision", "children"), Input("overview-interval", "n_intervals"))
+def vision_panel(_: int | None) -> list[Any]:
+    """The vision model's last hour (API and edge): images, defect rate (share of images with
+    a detection), edge FPS, inference time, the confidence histogram and per-class figures.
+    Empty when no image was served in the hour."""
+    s = services()
+    hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    stats = s.store.vision_stats(s.settings.vision_model_name, since=hour_ago)
+    if not stats["images"]:
+        return []
+    cards = [
+        c.card("Images", f"{stats['images']:,}", f"{stats['uncertain']:,} uncertain · last hour"),
+        c.card("Defect rate", c.fmt(stats["defect_rate"]), "share of images with a detection"),
+        c.card("Edge FPS", c.fmt(stats["edge_fps"]), "mean over edge logs"),
+        c.card(
+            "Inference ms",
+            f"{c.fmt(stats['inference_ms_p50'])} / {c.fmt(stats['inference_ms_p99'])}",
+            "p50 / p99 at the edge",
+        ),
+        c.card(
+            "API latency ms",
+            f"{c.fmt(stats['latency_ms_p50'])} / {c.fmt(stats['latency_ms_p99'])}",
+            "p50 / p99 of /predict/image",
+        ),
+    ]
+    rows = [{"class": cls, **v} for cls, v in stats["per_class"].items()]
+    return [
+        html.H3(f"Vision: {s.settings.vision_model_name}"),
+        html.Div(cards, className="cards"),
+        dcc.Graph(
+            figure=figures.confidence_histogram(
+                stats["confidence_histogram"], "Detection confidence, last hour"
+            )
+        ),
+        c.table(
+            rows,
+            ["class", "count", "mean_confidence", "uncertain"],
+            headers=["class", "detections", "mean confidence", "uncertain"],
+        ),
+    ]
 
 
 @callback(

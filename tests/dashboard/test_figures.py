@@ -287,3 +287,14 @@ def test_box_edits_reads_drawn_and_moved_boxes() -> None:
     assert figures.box_edits(click, boxes, 0, 60, 40) == boxes  # no area: not a box
     assert figures.box_edits({"xaxis.range[0]": 3}, boxes, 0, 60, 40) is None  # a zoom
     assert figures.box_edits(None, boxes, 0, 60, 40) is None
+
+
+def test_confidence_histogram_keeps_empty_bins_and_says_when_there_is_nothing() -> None:
+    counts = [0, 0, 0, 0, 5, 3, 0, 0, 1, 9]
+    hist = {"edges": [round(i / 10, 1) for i in range(11)], "counts": counts}
+    fig = figures.confidence_histogram(hist, "t")
+    bar = fig.data[0]
+    assert list(bar.y) == hist["counts"]
+    assert bar.x[0] == "0.0–0.1" and bar.x[-1] == "0.9–1.0"
+    empty = figures.confidence_histogram({"edges": hist["edges"], "counts": [0] * 10}, "t")
+    assert not empty.data and "no detections" in empty.layout.annotations[0].text

@@ -167,4 +167,9 @@ def test_predict_page_answers_an_image_upload_with_feedback(
     store.close()
     assert row is not None and row["origin"] == "api" and row["image_ref"]
     assert feedback == [(True, "dashboard")]
+    # The Overview now shows the vision model's hour: images, defect rate, the histogram.
+    overview = vpage.open("/", "#overview-vision h3")
+    panel = overview.inner_text("#overview-vision").lower()  # cards show titles in capitals
+    assert "defect rate" in panel and "images" in panel
+    assert overview.locator("#overview-vision .js-plotly-plot").count() == 1
     assert vpage.errors == []
