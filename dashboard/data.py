@@ -8,7 +8,8 @@ cursor).
 The lake is attached twice: `store`, read-only, for every page read, and `writer` for the few
 writes (feedback, labels, promotions, retrain events, the prediction log): page reads can't
 take a write lock by mistake. (The ~1 s stalls that concurrent reads once showed came from
-SQLite's fixed 1 s busy sleep; `Lake` now keeps its busy timeout below that and retries.)
+SQLite's fixed 1 s busy sleep; `Lake` now keeps its busy timeout below that and retries,
+which makes them rare, not impossible: see `lake.SQLITE_BUSY_TIMEOUT_MS`.)
 
 The dashboard predicts and labels like the API does, so it holds a `PredictionLog` of its own:
 the Predict page's answers are logged durably before they are shown, like any prediction.

@@ -43,6 +43,8 @@ found the catalog busy and slept 1.0 s, where the lock was held for well under a
 millisecond. Under 1 s, SQLite reports "database is locked" at once and `_retry` tries
 again after milliseconds. Writers of one machine queue on the `.writelock` file lock, not
 here, so they lose no fairness. (A build with `usleep` would poll finely up to 0.9 s.)
+This makes the stall rarer, not impossible: under load a WAL read retry can still sleep a
+whole second (2 of 240 threaded reads in one CI run; `python -m benchmarks --only store`).
 """
 
 
