@@ -174,13 +174,7 @@ class AppState:
         logs.configure_from_env(settings)
         store = Store.open(settings)
         registry = Registry.from_settings(settings)
-        log = PredictionLog(
-            store,
-            settings.spool_dir,
-            flush_interval=settings.flush_interval,
-            max_rows=settings.flush_max_rows,
-        )
-        log.start()  # replays what a crashed process left in the spool
+        log = PredictionLog.started(store, settings)  # replays what a crashed process left
         models = ModelHolder(registry, interval=settings.reload_interval)
         try:
             models.refresh()
@@ -224,13 +218,7 @@ def _start_vision(settings: Settings, store: Store) -> tuple[ModelHolder | None,
     except ImportError as exc:
         logger.info("vision disabled (%s): install the `vision` extra to serve images", exc)
         return None, None
-    image_log = ImageLog(
-        store,
-        settings.spool_dir,
-        flush_interval=settings.flush_interval,
-        max_rows=settings.flush_max_rows,
-    )
-    image_log.start()  # replays image logs a crashed process left in the spool
+    image_log = ImageLog.started(store, settings)  # replays image logs a crash left
     holder = ModelHolder(
         Registry.vision_from_settings(settings),
         interval=settings.reload_interval,

@@ -63,13 +63,7 @@ class Services:
         writer = Store.open(settings)  # first: creates missing tables for the reader
         store = Store.open(settings, read_only=True)
         registry = Registry.from_settings(settings)
-        log = PredictionLog(
-            writer,
-            settings.spool_dir,
-            flush_interval=settings.flush_interval,
-            max_rows=settings.flush_max_rows,
-        )
-        log.start()
+        log = PredictionLog.started(writer, settings)
         models = ModelHolder(registry, interval=settings.reload_interval)
         try:
             models.refresh()

@@ -269,19 +269,30 @@ def image_with_boxes(image: Any, boxes: Sequence[Mapping[str, Any]], title: str 
             y1=box["y2"],
             line={"color": color, "width": 2},
         )
-        fig.add_annotation(
-            x=box["x1"],
-            y=box["y1"],
-            text=f"{box.get('class')} {float(box.get('confidence') or 0):.2f}",
-            showarrow=False,
-            xanchor="left",
-            yanchor="bottom",
-            bgcolor=color,
-            font={"color": "white", "size": 11},
+        _box_label(
+            fig,
+            box["x1"],
+            box["y1"],
+            f"{box.get('class')} {float(box.get('confidence') or 0):.2f}",
+            color,
         )
     fig.update_xaxes(range=[0, width], visible=False)
     fig.update_yaxes(range=[height, 0], visible=False, scaleanchor="x")
     return _layout(fig, title, height=min(600, max(240, height + 60)))
+
+
+def _box_label(fig: go.Figure, x: float, y: float, text: str, color: str) -> None:
+    """A box's caption on its top-left corner, in the box's colour."""
+    fig.add_annotation(
+        x=x,
+        y=y,
+        text=text,
+        showarrow=False,
+        xanchor="left",
+        yanchor="bottom",
+        bgcolor=color,
+        font={"color": "white", "size": 11},
+    )
 
 
 def _image_figure(image: Any) -> tuple[go.Figure, int, int]:
@@ -339,16 +350,7 @@ def box_editor(
             editable=True,
             line={"color": CHALLENGER_COLOR, "width": 2},
         )
-        fig.add_annotation(
-            x=x1,
-            y=y1,
-            text=f"#{i + 1} {name}",
-            showarrow=False,
-            xanchor="left",
-            yanchor="bottom",
-            bgcolor=CHALLENGER_COLOR,
-            font={"color": "white", "size": 11},
-        )
+        _box_label(fig, x1, y1, f"#{i + 1} {name}", CHALLENGER_COLOR)
     fig.update_xaxes(range=[0, width], visible=False)
     fig.update_yaxes(range=[height, 0], visible=False, scaleanchor="x")
     return _layout(

@@ -77,13 +77,7 @@ def vision() -> VisionServices | None:
             _unavailable = f"vision is not installed ({exc}): pip install -e '.[vision]'"
             return None
         s = services()
-        log = ImageLog(
-            s.writer,
-            s.settings.spool_dir,
-            flush_interval=s.settings.flush_interval,
-            max_rows=s.settings.flush_max_rows,
-        )
-        log.start()
+        log = ImageLog.started(s.writer, s.settings)
         holder = ModelHolder(
             Registry.vision_from_settings(s.settings),
             interval=s.settings.reload_interval,

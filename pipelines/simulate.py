@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 
 from pipelines import demo
 
@@ -73,15 +74,21 @@ class Tally:
     errors: int = 0
 
 
-def stream(config: SimulationConfig) -> Iterator[tuple[list[dict[str, Any]], list[int]]]:
-    """Batches of (records, true labels): the training population first, then the shift."""
+def parts(config: SimulationConfig) -> tuple[list[pd.DataFrame], str]:
+    """The rows to send, in order (the training population, then the shift), and the label."""
     split = demo.demo_split(config.seed, name=config.demo)
     live = split.live.head(config.in_distribution)
     shifted = split.shifted if config.shifted is None else split.shifted.head(config.shifted)
-    for part in (live, shifted):
+    return [live, shifted], split.label
+
+
+def stream(config: SimulationConfig) -> Iterator[tuple[list[dict[str, Any]], list[int]]]:
+    """Batches of (records, true labels): the training population first, then the shift."""
+    frames, label = parts(config)
+    for part in frames:
         for start in range(0, len(part), config.batch):
             chunk = part.iloc[start : start + config.batch]
-            yield demo.records(chunk), chunk[split.label].tolist()
+            yield demo.records(chunk), chunk[label].tolist()
 
 
 def run(config: SimulationConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -95,7 +102,7 @@ def run(config: SimulationConfig, *, progress: bool = True) -> dict[str, Any]:
     truth: dict[str, int] = {}
     tally = Tally()
     start_version = _wait_for_champion(http, timeout_s=120)
-    n_rows = sum(len(records) for records, _ in stream(config))
+    n_rows = sum(len(part) for part in parts(config)[0])
     bar = tqdm(total=n_rows, unit="row", disable=not progress, desc="simulate")
     started = time.monotonic()
     next_review = started + config.review_every

@@ -217,21 +217,11 @@ def _show_image(s: Any, item: dict[str, Any], total: int) -> tuple[Any, ...]:
         ]
     )
     current = {"prediction_id": pid, "task": task, "image_ref": item.get("image_ref")}
-    hide_tabular = HIDDEN
     if names is None:
         why = "no vision model is loaded to name the classes: cannot label this image"
         if v is None:
             why = "vision is not available in this dashboard; skip this item"
-        return (
-            html.Div([header, html.P(why, className="message error")]),
-            current,
-            hide_tabular,
-            [],
-            HIDDEN,
-            None,
-            [],
-            None,
-        )
+        return _cannot_show(header, why, current)
     current["names"] = list(names)
     if task == "classify":
         buttons = [
@@ -254,23 +244,14 @@ def _show_image(s: Any, item: dict[str, Any], total: int) -> tuple[Any, ...]:
                     config={"displayModeBar": False},
                 ),
             )
-        return html.Div(body), current, hide_tabular, buttons, HIDDEN, None, [], None
+        return html.Div(body), current, HIDDEN, buttons, HIDDEN, None, [], None
     try:
         from pipelines.vision.images import load_stored
 
         pixels = load_stored(s.settings.images_dir, item["image_ref"])
     except (OSError, ValueError, ImportError) as exc:
         why = f"image {item.get('image_ref')} cannot be shown: {exc}"
-        return (
-            html.Div([header, html.P(why, className="message error")]),
-            current,
-            hide_tabular,
-            [],
-            HIDDEN,
-            None,
-            [],
-            None,
-        )
+        return _cannot_show(header, why, current)
     current["width"], current["height"] = int(pixels.shape[1]), int(pixels.shape[0])
     predicted = [
         {"box": [float(b[k]) for k in ("x1", "y1", "x2", "y2")], "class": names.index(b["class"])}
@@ -281,7 +262,13 @@ def _show_image(s: Any, item: dict[str, Any], total: int) -> tuple[Any, ...]:
     boxes = [b for b in predicted if b is not None]
     current["predicted"] = boxes
     options = [{"label": n, "value": i} for i, n in enumerate(names)]
-    return html.Div(header), current, hide_tabular, [], {}, boxes, options, 0
+    return html.Div(header), current, HIDDEN, [], {}, boxes, options, 0
+
+
+def _cannot_show(header: Any, why: str, current: dict[str, Any]) -> tuple[Any, ...]:
+    """The `show` outputs for an image item that can't be answered here: why, and no controls."""
+    body = html.Div([header, html.P(why, className="message error")])
+    return body, current, HIDDEN, [], HIDDEN, None, [], None
 
 
 def _describe(item: dict[str, Any], names: Any) -> str:

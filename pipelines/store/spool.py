@@ -16,13 +16,14 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
 from pipelines.schema import FeatureSchema
+from pipelines.settings import Settings
 from pipelines.store.store import Store
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,19 @@ class PredictionLog:
         self.last_error: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    def started(cls, store: Store, settings: Settings) -> Self:
+        """A log configured by `settings` (spool dir, flush interval and size), started: what
+        the spool left by a crashed process is replayed first."""
+        log = cls(
+            store,
+            settings.spool_dir,
+            flush_interval=settings.flush_interval,
+            max_rows=settings.flush_max_rows,
+        )
+        log.start()
+        return log
 
     def start(self) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
