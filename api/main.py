@@ -60,4 +60,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (health, ingest, predict, feedback, models, inspection, metrics, monitoring)
     for module in (*routers, labeling, retraining, images):
         app.include_router(module.router)
+    app.add_middleware(predict.PredictFastPath)
     return app

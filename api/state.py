@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipelines import logs
 from pipelines.monitoring import Monitor
-from pipelines.predicting import Band
+from pipelines.predicting import Band, Batcher
 from pipelines.registry import Registry
 from pipelines.serving import ModelHolder
 from pipelines.settings import Settings
@@ -163,6 +163,10 @@ class AppState:
     # Vision (None without the `vision` extra): the vision champion's holder and image log.
     vision: ModelHolder | None = None
     image_log: ImageLog | None = None
+    batcher: Batcher = field(init=False)  # /predict's micro-batcher, over `log` and `band`
+
+    def __post_init__(self) -> None:
+        self.batcher = Batcher(self.log, self.band)
 
     @classmethod
     def start(cls, settings: Settings) -> AppState:

@@ -1,8 +1,17 @@
-"""The prediction path shared by the API and the dashboard: validate, predict, flag, log."""
+"""The prediction path shared by the API and the dashboard: validate, predict, flag, log.
+
+`predict` answers one request. `predict_many` answers several validated requests with one model
+call and one log write; `Batcher` feeds it the requests that reach the API's event loop in the
+same turn (opportunistic micro-batching, like Triton's dynamic batcher with no added delay: a
+lone request is answered at once, a burst shares the fixed costs of the model call, the ids, the
+spool write and the metrics).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +21,9 @@ from pipelines.schema import SchemaError
 from pipelines.serving import ServingModel
 from pipelines.store.ids import prediction_ids
 from pipelines.store.spool import PredictionLog
+
+Columns = dict[str, np.ndarray]
+"""A validated request: one array per feature (`FeatureSchema.columns`)."""
 
 
 @dataclass(frozen=True)
@@ -36,22 +48,55 @@ def predict(
 ) -> dict[str, Any]:
     """Predict a payload and log every row durably before returning the answer."""
     started = time.perf_counter()
-    schema = model.schema
-    columns = schema.columns(features, records, max_rows=max_rows)
-    index, proba = model.predict(schema.encode(columns))
-    classes = model.classes
+    columns = model.schema.columns(features, records, max_rows=max_rows)
+    return predict_many(model, log, band, [(columns, started)])[0]
+
+
+def predict_many(
+    model: ServingModel,
+    log: PredictionLog,
+    band: Band,
+    requests: Sequence[tuple[Columns, float]],
+) -> list[dict[str, Any]]:
+    """Answer validated requests (columns, perf_counter at their start) with one model call,
+    logging all their rows durably in one spool write before any answer is returned."""
+    schema, classes = model.schema, model.classes
     if not classes:
         raise SchemaError("the serving model has no classes")
-    # Plain lists from here on: the log line and the answer share them (one conversion each).
+    sizes = [len(next(iter(columns.values()))) for columns, _ in requests]
+    if len(requests) == 1:
+        columns = requests[0][0]
+    else:
+        columns = {
+            f.name: np.concatenate([c[f.name] for c, _ in requests]) for f in schema.features
+        }
+    index, proba = model.predict(schema.encode(columns))
+    # Plain lists from here on: the log line and the answers share them (one conversion each).
     labels = [classes[i] for i in index.tolist()]
     confidence = proba.max(axis=1)  # the probability of the argmax class
     uncertain = band.uncertain(confidence).tolist()
     confidence_list = confidence.tolist()
     proba_list = proba.tolist()
-    latency_ms = (time.perf_counter() - started) * 1000.0
-    n = len(labels)
-    ts = time.time()
-    ids = prediction_ids(n, ts)  # carry `ts`: feedback finds them without a full scan
+    done, ts = time.perf_counter(), time.time()
+    answers, ids, latency_ms = [], [], []
+    start = 0
+    for (_, started), n in zip(requests, sizes, strict=True):
+        rows = slice(start, start + n)
+        start += n
+        request_ids = prediction_ids(n, ts)  # carry `ts`: feedback finds them without a scan
+        ids += request_ids
+        latency_ms += [(done - started) * 1000.0] * n
+        answers.append(
+            {
+                "predictions": labels[rows],
+                "probabilities": confidence_list[rows],
+                "class_probabilities": proba_list[rows],
+                "classes": list(classes),
+                "prediction_ids": request_ids,
+                "model_version": model.version,
+                "uncertain": uncertain[rows],
+            }
+        )
     log.append(
         {
             "ids": ids,
@@ -62,16 +107,63 @@ def predict(
             "prediction": [str(v) for v in labels],
             "confidence": confidence_list,
             "probabilities": proba_list,
-            "latency_ms": [latency_ms] * n,
+            "latency_ms": latency_ms,
             "uncertain": uncertain,
         }
     )
-    return {
-        "predictions": labels,
-        "probabilities": confidence_list,
-        "class_probabilities": proba_list,
-        "classes": list(classes),
-        "prediction_ids": ids,
-        "model_version": model.version,
-        "uncertain": uncertain,
-    }
+    return answers
+
+
+class Batcher:
+    """Predicts together the requests that reach the event loop in the same turn.
+
+    `predict` queues a validated request and, if it is the first in the queue, schedules one
+    run with `call_soon`: the run comes after every request task that is already runnable has
+    reached its own `await`, so all requests read in one wakeup share a model call, and no
+    request waits for a timer. Requests of `alone_rows` rows or more skip the queue (a 10k-row
+    batch would hold up the single rows behind it, and has nothing to gain).
+    """
+
+    def __init__(self, log: PredictionLog, band: Band, *, alone_rows: int = 256) -> None:
+        self.log = log
+        self.band = band
+        self.alone_rows = alone_rows
+        self._queue: list[tuple[ServingModel, Columns, float, asyncio.Future]] = []
+        self.batches = 0  # model calls made, and the requests they answered
+        self.requests = 0
+
+    async def predict(self, model: ServingModel, columns: Columns, started: float) -> dict:
+        if len(next(iter(columns.values()))) >= self.alone_rows:
+            self._count(1)
+            return predict_many(model, self.log, self.band, [(columns, started)])[0]
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._run)
+        self._queue.append((model, columns, started, future))
+        return await future
+
+    def _run(self) -> None:
+        queue, self._queue = self._queue, []
+        groups: dict[int, list] = {}  # by model object: a hot swap may split one turn in two
+        for item in queue:
+            groups.setdefault(id(item[0]), []).append(item)
+        for items in groups.values():
+            self._count(len(items))
+            futures = [future for *_, future in items]
+            try:
+                answers = predict_many(
+                    items[0][0], self.log, self.band, [(c, s) for _, c, s, _ in items]
+                )
+            except Exception as exc:  # the model or the spool failed: every request says so
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for future, answer in zip(futures, answers, strict=True):
+                if not future.done():  # a client that hung up: its rows are logged all the same
+                    future.set_result(answer)
+
+    def _count(self, requests: int) -> None:
+        self.batches += 1
+        self.requests += requests

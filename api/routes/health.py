@@ -33,4 +33,5 @@ def health(state: StateDep) -> dict[str, Any]:
             "flushed_rows": state.log.flushed_rows,
             "last_error": state.log.last_error,
         },
+        "batching": {"requests": state.batcher.requests, "model_calls": state.batcher.batches},
     }

@@ -28,10 +28,20 @@ ID_SLACK = dt.timedelta(seconds=1)
 reading, so this only absorbs rounding; it costs nothing, files span far longer."""
 
 
+_row_suffixes: list[str] = []
+"""`f"{i:06x}"` for the row indexes asked for so far: formatting them was 4 ms of a 10k-row
+request, joining two strings is a third of that. Replaced, never changed in place, so a
+thread always reads a complete list."""
+
+
 def prediction_ids(n: int, ts: float) -> list[str]:
     """Ids for the `n` rows of one request predicted at `ts` (Unix seconds)."""
     head = f"{int(ts * 1000):012x}7{os.urandom(7).hex()[:13]}"
-    return [f"{head}{i:06x}" for i in range(n)]
+    global _row_suffixes
+    suffixes = _row_suffixes
+    if n > len(suffixes):  # grows to the largest request seen
+        suffixes = _row_suffixes = [f"{i:06x}" for i in range(n)]
+    return [head + suffix for suffix in suffixes[:n]]
 
 
 def prediction_id_time(prediction_id: str) -> dt.datetime | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
 from pipelines import demo
 
-GOOD = demo.records(demo.demo_split().live.head(3))
+GOOD = demo.records(demo.demo_split(name="survey").live.head(3))
 NAMES = list(GOOD[0])
 
 
@@ -138,3 +139,38 @@ def test_write_endpoints_need_the_api_key(trained_copy) -> None:
         ok = c.post("/predict", json={"records": GOOD}, headers={"X-API-Key": "s3cret"})
         assert ok.status_code == 200
         assert c.get("/health").status_code == 200  # reads stay open
+
+
+def test_the_fast_path_answers_as_the_documented_route(trained_copy) -> None:
+    """`PredictFastPath` answers /predict ahead of FastAPI; the route it shadows (what OpenAPI
+    documents) must give the same statuses and messages."""
+    from api.main import create_app
+    from api.routes.predict import PredictFastPath
+    from tests.conftest import make_settings
+
+    bodies = [
+        b'{"records": ' + orjson.dumps(GOOD) + b"}",
+        b'{"features": [[1, 2]]}',
+        b"not json",
+        b"",
+        b'{"records": [], "extra": 1}',
+        b'{"features": [[1e999, 27, 6, 1, 3, 14, "white-collar", "managerial/business"]]}',
+        b'{"records": ' + orjson.dumps(GOOD * 40) + b"}",  # over the body limit
+    ]
+    answers = {}
+    for fast in (True, False):
+        app = create_app(make_settings(trained_copy, max_body_bytes=4000, api_key="k"))
+        if not fast:
+            app.user_middleware = [m for m in app.user_middleware if m.cls is not PredictFastPath]
+        with TestClient(app) as c:
+            headers = {"X-API-Key": "k", "Content-Type": "application/json"}
+            got = [c.post("/predict", content=b, headers=headers) for b in bodies]
+            got.append(c.post("/predict", content=bodies[0], headers={"X-API-Key": "wrong"}))
+            answers[fast] = [(r.status_code, _comparable(r.json())) for r in got]
+    assert answers[True] == answers[False]
+    assert [status for status, _ in answers[True]] == [200, 422, 422, 422, 422, 422, 413, 401]
+
+
+def _comparable(body: dict) -> dict:
+    """An answer without what differs between two calls (ids, and nothing else)."""
+    return {k: v for k, v in body.items() if k != "prediction_ids"}
