@@ -5,7 +5,7 @@ a query that bounds `ts` skips every other file, one that looks for an id alone 
 all (1M predictions in 40 commits: 32 ms against 83 ms, the gap growing with the commits).
 An id made by `prediction_ids` starts with its prediction's `ts` in milliseconds, like a
 UUIDv7, so `Store.prediction` can derive that bound from the id alone. Ids made otherwise
-(edge logs `edge:…`, vision and older tabular ids: random hex) don't parse, and are looked up
+(edge logs `edge:…`, ids from before this scheme: random hex) don't parse, and are looked up
 by a full scan as before.
 
 Layout, 32 lowercase hex digits: 12 of Unix time in ms, the version digit `7`, 13 random

@@ -36,6 +36,7 @@ import pyarrow as pa
 
 from pipelines.predicting import Band
 from pipelines.registry import VISION_META, VISION_ONNX, VISION_WEIGHTS, Registry
+from pipelines.store.ids import prediction_ids
 from pipelines.store.spool import PredictionLog
 from pipelines.store.store import Store, _arrow_schema
 from pipelines.vision.images import (
@@ -430,10 +431,11 @@ def predict_image(
     result: ImagePrediction = model.predictor.predict(image.pixels, conf=conf)
     quality = image_features(image.pixels)
     latency_ms = (time.perf_counter() - started) * 1000.0
-    prediction_id = os.urandom(12).hex()
+    ts = time.time()
+    prediction_id = prediction_ids(1, ts)[0]  # carries `ts`: feedback reads only its files
     chunk = prediction_chunk(
         prediction_id=prediction_id,
-        ts=time.time(),
+        ts=ts,
         model_name=model.name,
         model_version=model.version,
         task=model.task,
