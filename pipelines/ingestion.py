@@ -42,7 +42,7 @@ def ingest(
     if labels is not None:
         if len(labels) != n:
             raise SchemaError(f"{len(labels)} labels for {n} rows: give one label per row")
-        stored_labels = [None if v is None else schema.label_to_store(v) for v in labels]
+        stored_labels = schema.labels_to_store(labels)
     batch_id, snapshot = store.ingest(
         schema, columns, stored_labels, batch_id=batch_id, source=source
     )

@@ -102,6 +102,25 @@ class FeatureSchema:
             raise SchemaError(f"label {label!r} is not one of the classes {list(self.classes)}")
         return str(value)
 
+    def labels_to_store(self, labels: Sequence[Any]) -> list[str | None]:
+        """`label_to_store` for a batch (None stays None, unlabeled), each distinct label
+        checked once: a 10k-row batch has a handful of classes, not 10k of them."""
+        checked: dict[tuple[type, Any], str] = {}
+        out: list[str | None] = []
+        for label in labels:
+            if label is None:
+                out.append(None)
+                continue
+            key = (type(label), label)  # the type too: True == 1, yet True is no int label
+            try:
+                stored = checked.get(key)
+            except TypeError:  # unhashable (a list, an object): label_to_store says why
+                stored = self.label_to_store(label)
+            if stored is None:
+                stored = checked[key] = self.label_to_store(label)
+            out.append(stored)
+        return out
+
     def label_from_store(self, text: str) -> Any:
         return int(text) if self.label_type == "int" else text
 

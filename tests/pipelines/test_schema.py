@@ -37,6 +37,18 @@ def test_labels() -> None:
     assert s.label_from_store("1") == 1
 
 
+def test_a_batch_of_labels_is_checked_like_each_label() -> None:
+    s = FeatureSchema((), label_type="int", classes=(0, 1))
+    good = [1, "0", None, 1, 0, "1", None]
+    assert s.labels_to_store(good) == [None if v is None else s.label_to_store(v) for v in good]
+    for bad in ([1, True], [0, 2], [1, 1.0], [0, [1]], [0, {"a": 1}]):
+        with pytest.raises(SchemaError) as batch_error:
+            s.labels_to_store(bad)
+        with pytest.raises(SchemaError) as one_error:
+            s.label_to_store(bad[-1])
+        assert str(batch_error.value) == str(one_error.value)
+
+
 def test_huge_integers_are_a_clear_error() -> None:
     s = infer_schema(features=[[1.0, 2.0]])
     for payload in ({"features": [[10**400, 1.0]]}, {"records": [{"f0": 10**400, "f1": 1.0}]}):
