@@ -392,12 +392,23 @@ class Store:
         if limit is None or total <= limit:
             return WindowBounds(snap, total, first, last, since, until)
         # The limit-th newest ts, counted from whichever end is nearer: DuckDB's top-N keeps
-        # `offset` rows in a heap, and a window is often most of the table.
-        order, offset = ("DESC", limit - 1) if limit <= total // 2 else ("ASC", total - limit)
-        cutoff = self.lake.scalar(
-            f"SELECT ts FROM {table} WHERE {where} ORDER BY ts {order} LIMIT 1 OFFSET ?",
-            [*params, offset],
-        )
+        # `offset` rows in a heap, and a window is often most of the table. With it comes the
+        # ts of the newest row outside the window: if the two differ, exactly `limit` rows have
+        # a ts at or after the cutoff and no tie straddles it (the usual case: one query).
+        if limit <= total // 2:
+            order, offset = "DESC", limit - 1  # [cutoff, newest outside]
+        else:
+            order, offset = "ASC", total - limit - 1  # [newest outside, cutoff]
+        pair = [
+            row[0]
+            for row in self.lake.rows(
+                f"SELECT ts FROM {table} WHERE {where} ORDER BY ts {order} LIMIT 2 OFFSET ?",
+                [*params, offset],
+            )
+        ]
+        cutoff = pair[0] if order == "DESC" else pair[1]
+        if pair[0] != pair[1]:
+            return WindowBounds(snap, int(limit), cutoff, last, since, until)
         newer, tied = self.lake.rows(
             f"SELECT count(*) FILTER (ts > ?), count(*) FILTER (ts = ?) FROM {table} "
             f"WHERE {where} AND ts >= ?",

@@ -106,7 +106,7 @@ def one_table(window: pa.Table) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("columnwise", [False, True])
 @pytest.mark.parametrize(
     ("limit", "since"),
-    [(2500, None), (10_000, None), (None, T0 + dt.timedelta(microseconds=200))],
+    [(1000, None), (2500, None), (10_000, None), (None, T0 + dt.timedelta(microseconds=200))],
 )
 def test_window_read_by_columns_matches_one_table(
     store: Store, columnwise: bool, limit: int | None, since: dt.datetime | None
@@ -156,6 +156,15 @@ def test_window_cut_inside_a_tie_takes_the_newest_ids_and_ignores_later_rows(
     expected = everything.to_numpy(zero_copy_only=False)[1501:]
     np.testing.assert_array_equal(np.sort(got), np.sort(expected))
     assert store.window_bounds(limit=2499).snapshot_id > bounds.snapshot_id
+
+
+@pytest.mark.parametrize("limit", [703, 2502])  # cuts between two batches, from either end
+def test_window_cut_between_two_tied_batches_needs_no_id(settings: Settings, limit: int) -> None:
+    store = Store.open(settings)
+    fill(store, ts_step=7, labels=False)  # 4000 rows: 571 batches of 7 and one of 3
+    bounds = store.window_bounds(limit=limit)
+    assert bounds.cutoff_id is None and bounds.n_rows == limit
+    assert store.window_columns(bounds, ["x"]).num_rows == limit
 
 
 def test_window_columns_rejects_unknown_names(store: Store) -> None:
