@@ -215,8 +215,54 @@ def ks(pair: NumericPair) -> StatResult:
     completed = diff if gaps.all() else diff[gaps > 0]
     d = max(int(completed.max()), -int(completed.min())) / (n1 * n2) if completed.size else 0.0
     m, n = sorted((float(n1), float(n2)), reverse=True)
-    p = stats.kstwo.sf(d, np.round(m * n / (m + n)))
+    p = kstwo_sf(d, int(np.round(m * n / (m + n))))
     return StatResult(d, float(np.clip(p, 0.0, 1.0)))
+
+
+# scipy sums Smirnov's series exactly up to this n, and approximates above it.
+SMIRNOV_EXACT_MAX_N = 1_000_000
+# cephes' MINLOG: where scipy's smirnov declares the survival function 0 (exp underflows).
+_MINLOG = -7.08396418532264106224e2
+
+
+def kstwo_sf(d: float, n: int) -> float:
+    """``scipy.stats.kstwo.sf(d, n)``, the two-sided KS p-value, without scipy's slow branch.
+
+    For n > 140 and 2.2 <= n*d^2 < 370 (a shift small enough to matter, large enough to be
+    seen), scipy returns ``2 * special.smirnov(n, d)``, which sums Smirnov's series one term
+    at a time in double-double arithmetic: 0.15-0.25 s per call at n = 170k, most of a
+    1M-row check. Here the same series is summed in vectorized passes (~25 ms at n = 170k),
+    equal to scipy's within 1e-12 relative up to n = 1M (tested over a grid). Every other
+    case, and n beyond the size where scipy itself approximates, is scipy's own call.
+    """
+    nd2 = n * d * d
+    if n <= 140 or d >= 0.5 or n > SMIRNOV_EXACT_MAX_N or not 2.2 <= nd2 < 370.0:
+        return float(stats.kstwo.sf(d, n))
+    if -2.0 * nd2 < _MINLOG:
+        return 0.0
+    return min(1.0, 2.0 * _smirnov_sf(n, d))
+
+
+def _smirnov_sf(n: int, d: float) -> float:
+    """P(D+_n >= d) = d * sum_{j=0}^{floor(n(1-d))} C(n,j) (d + j/n)^(j-1) (1 - d - j/n)^(n-j)
+    (Birnbaum and Tingey 1951). Term j is binom.pmf(j; n, a) / a with a = d + j/n, which
+    scipy's binomial pmf (Boost) gives to ~1e-15; log-gamma terms, cheap but good to only
+    ~1e-9 at n = 1M, pick out the terms within e^-45 of the largest, the only ones that count.
+    """
+    j = np.arange(int(math.floor(n * (1.0 - d))) + 1, dtype=np.float64)
+    a = d + j / n
+    gammaln = special.gammaln
+    with np.errstate(divide="ignore"):  # the last term can be 0^(n-j): log 0
+        rough = (
+            gammaln(n + 1.0)
+            - gammaln(j + 1.0)
+            - gammaln(n - j + 1.0)
+            + (j - 1.0) * np.log(a)
+            + (n - j) * np.log1p(-a)
+        )
+    counted = rough > rough.max() - 45.0
+    a = a[counted]
+    return float(d * (stats.binom.pmf(j[counted], n, a) / a).sum())
 
 
 def wasserstein(pair: NumericPair) -> StatResult:

@@ -8,7 +8,7 @@ from scipy import special, stats
 from scipy.spatial import distance
 
 from pipelines.drift.reference import profile_categorical, profile_numeric
-from pipelines.drift.stattests import REGISTRY, get_test, run_test
+from pipelines.drift.stattests import REGISTRY, get_test, kstwo_sf, run_test
 
 SEEDS = [0, 1, 2]
 # (n_reference, n_current, shift): small n (exact p-values), mixed, large n (asymptotic).
@@ -42,6 +42,16 @@ def test_ks_matches_scipy(seed, n_ref, n_cur, shift, integer):
     theirs = stats.ks_2samp(ref, cur, method="asymp")  # as documented
     assert ours.statistic == pytest.approx(theirs.statistic, rel=1e-12, abs=1e-15)
     assert ours.p_value == pytest.approx(theirs.pvalue, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("n", [141, 1_000, 20_000, 166_667, 1_000_000, 1_000_001, 3_000_000])
+def test_kstwo_sf_matches_scipy_in_every_branch(n: int) -> None:
+    # From p ~ 1 to underflow: both sides of n*d^2 = 2.2 (where the fast sum starts), of
+    # 354 (where scipy's smirnov returns 0) and of 370 (where kstwo.sf does).
+    d2 = np.array([0.5, 2.1999, 2.2, 3.0, 8.0, 30.0, 100.0, 300.0, 354.1, 354.3, 369.9, 370.1])
+    for d in [*np.sqrt(d2 / n), 0.3, 0.49, 0.5, 0.9]:
+        theirs = stats.kstwo.sf(d, n)
+        assert kstwo_sf(d, n) == pytest.approx(theirs, rel=1e-11, abs=1e-300), (n, d)
 
 
 def test_ks_matches_scipy_auto_where_auto_is_asymptotic():
