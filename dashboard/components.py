@@ -137,6 +137,35 @@ def features_table(
     return html.Table([head, html.Tbody(rows)], className="plain")
 
 
+def shortcut_keys(classes: Sequence[Any]) -> list[str | None]:
+    """The key that answers each class on the labeling page: a class that is one digit
+    (the handwritten digits' 0–9, a binary 0/1 label) is its own key when every class is one;
+    otherwise the first nine classes get 1–9 in order, and the others no key."""
+    names = [str(cls) for cls in classes]
+    if all(len(n) == 1 and n.isdigit() for n in names):
+        own: list[str | None] = list(names)
+        return own
+    return [str(i + 1) if i < 9 else None for i in range(len(names))]
+
+
+def class_buttons(classes: Sequence[Any], id_type: str, class_name: str) -> list[html.Button]:
+    """One button per class, each showing its keyboard shortcut (`shortcut_keys`) and carrying
+    it as `data-key`, which `assets/shortcuts.js` looks up when the key is pressed."""
+    buttons = []
+    for cls, key in zip(classes, shortcut_keys(classes), strict=True):
+        label: list[Any] = [f"{cls} ", html.Kbd(key)] if key else [str(cls)]
+        extra: dict[str, Any] = {"data-key": key} if key else {}
+        buttons.append(
+            html.Button(
+                label,
+                id={"type": id_type, "value": str(cls)},
+                className=f"primary {class_name}",
+                **extra,
+            )
+        )
+    return buttons
+
+
 def log_tail(path_name: str, lines: Sequence[str]) -> html.Div:
     """The last lines of one process's log file."""
     return html.Div(

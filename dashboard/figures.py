@@ -9,10 +9,13 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import plotly.graph_objects as go
+
+from pipelines.demo import DIGIT_INK
 
 REFERENCE_COLOR = "#7f8c8d"
 CURRENT_COLOR = "#2c7fb8"
@@ -87,6 +90,11 @@ def throughput(
     return _layout(fig, title, barmode="stack", bargap=0.05, legend={"orientation": "h"})
 
 
+def _natural(name: str) -> tuple:
+    """A sort key that puts px2 before px10 (numbers inside a name compare as numbers)."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
 def drift_heatmap(
     history: Sequence[Mapping[str, Any]], title: str = "Drift per feature"
 ) -> go.Figure:
@@ -101,7 +109,7 @@ def drift_heatmap(
     for r in history:
         runs[r["run_id"]] = min(runs.get(r["run_id"], r["ts"]), r["ts"])
     order = sorted(runs, key=lambda run: runs[run])
-    features = sorted({r["feature"] for r in history})
+    features = sorted({r["feature"] for r in history}, key=_natural)
     col = {run: i for i, run in enumerate(order)}
     row = {f: i for i, f in enumerate(features)}
     z: list[list[float | None]] = [[None] * len(order) for _ in features]
@@ -408,3 +416,67 @@ def box_edits(
         if xb - xa >= 1 and yb - ya >= 1:
             clean.append({**b, "box": [round(v, 1) for v in (xa, ya, xb, yb)]})
     return clean
+
+
+# -- 8×8 digits (the digits demo): a row of 64 pixel features drawn as the image it is ------------
+
+INK_ON_PAPER = [[0.0, "#ffffff"], [1.0, "#000000"]]  # reversed greys: 0 white, full ink black
+
+
+def digit(pixels: Any, title: str = "", *, canvas: bool = False, size: int = 220) -> go.Figure:
+    """An 8×8 digit (rows of pixel values 0–16, top row first) as ink on paper: square, no
+    axes, no colour bar.
+
+    `canvas` draws it to be painted on: a thin grid between the cells and each cell's row,
+    column and value on hover; a click on a cell reaches the page as `clickData` (`painted`).
+    """
+    z = [[float(v) for v in row] for row in pixels]
+    side = len(z)
+    gap = 1 if canvas else 0
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(range(side)),
+            y=list(range(side)),
+            zmin=0.0,
+            zmax=DIGIT_INK,
+            colorscale=INK_ON_PAPER,
+            showscale=False,
+            xgap=gap,
+            ygap=gap,
+            hovertemplate="row %{y}, column %{x}: %{z:.1f}<extra></extra>",
+        )
+    )
+    axis = {"visible": False, "fixedrange": True, "constrain": "domain"}  # clicks, no zoom
+    fig.update_xaxes(range=[-0.5, side - 0.5], **axis)
+    fig.update_yaxes(range=[side - 0.5, -0.5], scaleanchor="x", **axis)
+    _layout(
+        fig,
+        title,
+        height=size,
+        width=size,
+        plot_bgcolor="#d5dbe1" if canvas else "#ffffff",  # the grid lines between cells
+        uirevision="digit",  # a repaint keeps the view (no zoom reset per click)
+    )
+    fig.update_layout(margin={"l": 4, "r": 4, "t": 28 if title else 4, "b": 4})
+    return fig
+
+
+def painted(
+    pixels: Sequence[Sequence[float]], click: Mapping[str, Any] | None, ink: float
+) -> list[list[float]] | None:
+    """The canvas after a click on a `digit(..., canvas=True)` figure: the clicked cell set to
+    `ink`, or back to blank paper when it already holds that ink (a second click erases).
+    None when the click names no cell of the canvas."""
+    points = (click or {}).get("points") or []
+    if not points:
+        return None
+    try:
+        row, col = int(points[0]["y"]), int(points[0]["x"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    out = [[float(v) for v in r] for r in pixels]
+    if not (0 <= row < len(out) and 0 <= col < len(out[row])):
+        return None
+    out[row][col] = 0.0 if out[row][col] == ink else float(ink)
+    return out

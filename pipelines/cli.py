@@ -383,7 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("up", help="set up the store, train a first model if none, start all")
+    p = sub.add_parser(
+        "up",
+        help="set up the store, train a first model on the demo data if none, start all",
+        description="Create the store; if no champion exists, seed the demo data "
+        "(DRIFTLAB_DEMO: digits by default, or survey) and train a first model; then run the "
+        "API, the worker and the dashboard until Ctrl-C.",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("api", help="run the REST API (FastAPI on :8000)")
@@ -400,7 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot-id", type=int, default=-1, help="lake snapshot (-1: latest)")
     p.add_argument("--no-promote", action="store_true", help="register without promoting")
     p.add_argument(
-        "--no-demo", action="store_true", help="don't seed an empty store with demo data"
+        "--no-demo",
+        action="store_true",
+        help="don't seed an empty store with the demo data (DRIFTLAB_DEMO: digits or survey)",
     )
     p.add_argument(
         "--vision",
@@ -438,10 +446,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # inherited from `trigger`
     p.set_defaults(func=cmd_retrain)
 
-    p = sub.add_parser("simulate", help="replay demo traffic with feedback and a reviewer")
+    p = sub.add_parser(
+        "simulate",
+        help="replay demo traffic with feedback and a reviewer",
+        description="Replay the demo stream (DRIFTLAB_DEMO: digits by default, or survey; the "
+        "same demo `driftlab up` trained on) against the running API: the training population, "
+        "then the shift, with feedback and a reviewer working through the labeling queue.",
+    )
     p.add_argument("--api", help="API base URL (default from DRIFTLAB_API_HOST/PORT)")
-    p.add_argument("--in-distribution", type=int, default=600, help="rows before the shift")
-    p.add_argument("--shifted", type=int, help="shifted rows (default: all 2,496)")
+    p.add_argument(
+        "--in-distribution",
+        type=int,
+        default=600,
+        help="rows before the shift (at most the demo's: 200 digits, 967 survey answers)",
+    )
+    p.add_argument(
+        "--shifted", type=int, help="shifted rows (default: all, 697 digits or 2,496 answers)"
+    )
     p.add_argument("--rate", type=float, default=40.0, help="rows per second")
     p.add_argument("--feedback-share", type=float, default=0.25, help="predictions given a label")
     p.add_argument("--answer-share", type=float, default=0.8, help="queue items labeled")

@@ -1,17 +1,29 @@
-"""The demo dataset: real survey data shipped inside statsmodels, with a real population shift.
+"""The demo datasets: real data shipped with the installed libraries, each with a real shift.
 
-Fair's 1974 Redbook survey of 6,366 married women (`statsmodels.datasets.fair`): eight answers
-(marriage rating, age, years married, children, religiousness, education, own and husband's
-occupation) and whether the respondent reported an extramarital affair. The shift is the real
-difference between cohorts: the model is trained on women under 32, and the stream then brings
-women of 32 and over, whose features (age, years married, children) and whose base rate of the
-label (27% → 40%) both differ: the default forest trained on the young cohort scores 0.74 on
-unseen young women and 0.65 on the older ones (tests/pipelines/test_demo.py asserts the gap).
+`DRIFTLAB_DEMO` picks which one `make up` seeds and `make simulate` replays.
+
+`digits` (the default): scikit-learn's 1,797 handwritten digits, 8×8 pixels of ink 0–16. The
+first model learns 900 clean digits; the stream then brings 200 more clean ones, then the other
+697 written the way a new population of writers would (slanted by 25 degrees, thicker strokes):
+the first model falls from ~0.95 to ~0.4 accuracy on them, and a few hundred labels bring it
+back to ~0.9, so a retrain's challenger passes the gate and takes over. `is_digit_schema`,
+`digit_image` and `digit_record` let a page show a row of pixels as the image it is.
+
+`survey`: Fair's 1974 Redbook survey of 6,366 married women (`statsmodels.datasets.fair`):
+eight answers (marriage rating, age, years married, children, religiousness, education, own
+and husband's occupation) and whether the respondent reported an extramarital affair. The
+shift is the real difference between cohorts: the model is trained on women under 32, and the
+stream then brings women of 32 and over, whose features (age, years married, children) and
+whose base rate of the label (27% → 40%) both differ: the default forest trained on the young
+cohort scores 0.74 on unseen young women and 0.65 on the older ones. That shift is in who
+arrives, not in how the answers relate to the label, so a few hundred labels teach a forest
+little and the promotion gate rightly rejects most challengers. (tests/pipelines/test_demo.py
+asserts both demos' claims.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +55,9 @@ def demo_frame() -> pd.DataFrame:
     return frame
 
 
-DEMOS = ("survey", "digits")
+DEMOS = ("digits", "survey")
 """`DRIFTLAB_DEMO`: which demo `make up` seeds and `make simulate` replays."""
+DEFAULT_DEMO = "digits"
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ class DemoSplit:
         return [c for c in self.train.columns if c != self.label]
 
 
-def demo_split(seed: int = 0, live_share: float = 0.25, name: str = "survey") -> DemoSplit:
+def demo_split(seed: int = 0, live_share: float = 0.25, name: str = DEFAULT_DEMO) -> DemoSplit:
     if name == "digits":
         return digits_split(seed)
     if name != "survey":
@@ -86,7 +99,7 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def replay(
-    seed: int = 0, *, shifted: bool = True, name: str = "survey"
+    seed: int = 0, *, shifted: bool = True, name: str = DEFAULT_DEMO
 ) -> Iterator[tuple[dict[str, Any], int]]:
     """The demo stream: (record, true label), first the same population, then the shift."""
     split = demo_split(seed, name=name)
@@ -96,7 +109,7 @@ def replay(
             yield rec, int(label)
 
 
-def seed_store(store: Any, seed: int = 0, name: str = "survey") -> int:
+def seed_store(store: Any, seed: int = 0, name: str = DEFAULT_DEMO) -> int:
     """Ingest the demo training rows (with labels) into an empty store; returns rows added."""
     from pipelines.ingestion import ingest
 
@@ -111,16 +124,19 @@ def seed_store(store: Any, seed: int = 0, name: str = "survey") -> int:
     return result.rows
 
 
-# -- a second demo: handwritten digits and a shift that new labels can learn --------------------
+# -- the digits demo (the default): a shift that new labels can learn ----------------------------
 # In the survey above the shift is in who arrives, not in how the answers relate to the label, so
 # a forest gains little from a few hundred labels of the new cohort and the promotion gate
 # rightly rejects most challengers. The digits below shift the way a new population of writers
 # would (slanted by 25 degrees, thicker strokes): the first model falls from ~0.95 to ~0.4
-# accuracy on them, and a few hundred labels bring it back. The loop benchmark and the
-# end-to-end test use it to show a promotion happen.
+# accuracy on them, and a few hundred labels bring it back, so a retrain is promoted.
 
-DIGIT_PIXELS = [f"px{i}" for i in range(64)]
+DIGIT_SIDE = 8
+DIGIT_PIXELS = [f"px{i}" for i in range(DIGIT_SIDE * DIGIT_SIDE)]
+"""The 64 pixel features, row by row from the top left (as `load_digits` flattens them)."""
 DIGIT_LABEL = "digit"
+DIGIT_INK = 16.0
+"""The darkest pixel value (0 is blank paper)."""
 
 
 def shift_digits(images: np.ndarray) -> np.ndarray:
@@ -129,7 +145,7 @@ def shift_digits(images: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     slanted = (ndimage.rotate(im, 25, reshape=False, order=1) for im in images)
-    out = [np.clip(ndimage.grey_dilation(im, (2, 1)), 0, 16) for im in slanted]
+    out = [np.clip(ndimage.grey_dilation(im, (2, 1)), 0, DIGIT_INK) for im in slanted]
     return np.asarray(out).reshape(len(images), -1)
 
 
@@ -157,3 +173,35 @@ def digits_split(seed: int = 0) -> DemoSplit:
         shifted=shifted.iloc[order[1100:]].reset_index(drop=True),
         label=DIGIT_LABEL,
     )
+
+
+def demo_digit(
+    rng: np.random.Generator, *, shifted: bool, seed: int = 0
+) -> tuple[dict[str, float], int]:
+    """One digit of the demo stream, as a client sends it, and its true class: a clean one of
+    the training population (`live`) or one of the shift."""
+    split = digits_split(seed)
+    part = split.shifted if shifted else split.live
+    row = part.iloc[int(rng.integers(len(part)))]
+    return {name: float(row[name]) for name in DIGIT_PIXELS}, int(row[DIGIT_LABEL])
+
+
+def is_digit_schema(names: Sequence[str]) -> bool:
+    """Whether these feature names are the digits demo's 64 pixels (so a row is an image)."""
+    return len(names) == len(DIGIT_PIXELS) and set(names) == set(DIGIT_PIXELS)
+
+
+def digit_image(record: Mapping[str, Any]) -> np.ndarray:
+    """A record of the 64 pixel features as its 8×8 image (a missing value is blank paper)."""
+    values = [record.get(name) for name in DIGIT_PIXELS]
+    pixels = np.array([0.0 if v is None else float(v) for v in values])
+    return pixels.reshape(DIGIT_SIDE, DIGIT_SIDE)
+
+
+def digit_record(image: Any) -> dict[str, float]:
+    """An 8×8 image (nested lists or an array) as the record of its 64 pixel features, each
+    clipped to the demo's 0–16 range; the inverse of `digit_image`."""
+    pixels = np.clip(np.asarray(image, dtype=float), 0.0, DIGIT_INK)
+    if pixels.shape != (DIGIT_SIDE, DIGIT_SIDE):
+        raise ValueError(f"a digit is {DIGIT_SIDE}×{DIGIT_SIDE} pixels, not {pixels.shape}")
+    return dict(zip(DIGIT_PIXELS, pixels.ravel().tolist(), strict=True))

@@ -37,9 +37,10 @@ class Settings(BaseSettings):
     )
     dashboard_port: int = Field(8050, description="Dashboard port.")
     demo: str = Field(
-        "survey",
-        pattern="^(survey|digits)$",
-        description="Demo data `make up` seeds and `make simulate` replays: survey or digits.",
+        "digits",
+        pattern="^(digits|survey)$",
+        description="Demo data `make up` seeds and `make simulate` replays: digits (handwritten, "
+        "a shift that labels fix, so a retrain is promoted) or survey (Fair's affairs).",
     )
     api_key: str | None = Field(None, description="If set, write endpoints need X-API-Key.")
 

@@ -1,13 +1,15 @@
 """`driftlab simulate`: live traffic and people, against a running API, to watch the loop turn.
 
-The demo stream (`demo.replay`) is sent to POST /predict at a steady rate: first rows of the
-population the champion was trained on, then the real shift (the older cohort). Meanwhile it
-behaves like the people around a model: a downstream system sends the true label back for a
-share of the predictions (POST /feedback), and a reviewer works through the labeling queue,
-labeling most items with their true class and skipping the rest. With `make up` running, the
-worker then sees the drift, the queue fills, the retraining policy's conditions become true, a
-retrain runs and the new champion takes over; the progress bar shows each of these as it
-happens. Everything is drawn from one seed, so two runs send the same requests.
+The demo stream (`demo.replay`, `DRIFTLAB_DEMO`) is sent to POST /predict at a steady rate:
+first rows of the population the champion was trained on, then the shift (on the default
+digits demo, digits slanted and written with a thicker pen; on the survey, the older cohort).
+Meanwhile it behaves like the people around a model: a downstream system sends the true label
+back for a share of the predictions (POST /feedback), and a reviewer works through the labeling
+queue, labeling most items with their true class and skipping the rest. With `make up` running,
+the worker then sees the drift, the queue fills, the retraining policy's conditions become
+true, a retrain runs and (on the digits) the new champion takes over; the progress bar shows
+each of these as it happens. Everything is drawn from one seed, so two runs send the same
+requests.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import demo
+from pipelines.demo import DEFAULT_DEMO
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,10 @@ class SimulationConfig:
 
     Attributes:
         api: Base URL of the running API.
-        in_distribution: Rows of the training population sent before the shift.
-        shifted: Rows of the shifted population (None: all of them, 2,496).
+        in_distribution: Rows of the training population sent before the shift (at most the
+            demo's: 200 digits, 967 survey answers).
+        shifted: Rows of the shifted population (None: all of them, 697 digits or 2,496
+            survey answers).
         rate: Rows per second.
         batch: Rows per /predict request.
         feedback_share: Share of predictions whose true label comes back as feedback.
@@ -55,7 +60,7 @@ class SimulationConfig:
     wait: float = 180.0
     seed: int = 0
     api_key: str | None = None
-    demo: str = "survey"
+    demo: str = DEFAULT_DEMO
 
     def __post_init__(self) -> None:
         for name in ("feedback_share", "answer_share"):
@@ -102,7 +107,9 @@ def run(config: SimulationConfig, *, progress: bool = True) -> dict[str, Any]:
     truth: dict[str, int] = {}
     tally = Tally()
     start_version = _wait_for_champion(http, timeout_s=120)
-    n_rows = sum(len(part) for part in parts(config)[0])
+    frames = parts(config)[0]
+    _check_same_demo(_status(http), list(demo.records(frames[0].head(1))[0]), config.demo)
+    n_rows = sum(len(part) for part in frames)
     bar = tqdm(total=n_rows, unit="row", disable=not progress, desc="simulate")
     started = time.monotonic()
     next_review = started + config.review_every
@@ -188,6 +195,19 @@ def _wait_for_champion(http: httpx.Client, timeout_s: float) -> str:
             )
         time.sleep(1.0)
     return str(version)
+
+
+def _check_same_demo(status: dict[str, Any], features: list[str], name: str) -> None:
+    """Stop with a clear message when the served champion was trained on other features than
+    the demo about to be sent (a store seeded with the other demo): every request would fail."""
+    served = [f["name"] for f in status.get("features") or []]
+    if served and set(served) != set(features):
+        raise SystemExit(
+            f"the served model takes {len(served)} features ({', '.join(served[:4])}, …), but the "
+            f"{name!r} demo sends {len(features)} ({', '.join(features[:4])}, …): run "
+            "`make simulate` with the DRIFTLAB_DEMO that `make up` seeded the store with "
+            "(DRIFTLAB_DEMO=survey for a store seeded before digits became the default)"
+        )
 
 
 def _status(http: httpx.Client) -> dict[str, Any]:

@@ -55,7 +55,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
 
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir with the demo rows ingested and a champion trained (once per session)."""
+    """A data dir with the survey demo's rows ingested and a champion trained (once per
+    session). The survey (8 features, 2 categorical) is what most tests read and write."""
     from pipelines import demo, training
     from pipelines.registry import Registry
     from pipelines.store import Store
@@ -63,7 +64,7 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("trained") / "data"
     s = make_settings(data)
     store = Store.open(s)
-    demo.seed_store(store)
+    demo.seed_store(store, name="survey")
     registry = Registry.from_settings(s)
     training.train(store, registry, training.TrainConfig(params={"n_estimators": 30}))
     store.close()

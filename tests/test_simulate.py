@@ -26,6 +26,9 @@ def test_simulation_sends_traffic_feedback_and_answers_the_queue(trained_copy: P
     api.start()
     worker.start()
     try:
+        # The store holds the survey: the default digits stream is refused before any request.
+        with pytest.raises(SystemExit, match="DRIFTLAB_DEMO=survey"):
+            run(SimulationConfig(api=api.url), progress=False)
         config = SimulationConfig(
             api=api.url,
             in_distribution=100,
@@ -36,6 +39,7 @@ def test_simulation_sends_traffic_feedback_and_answers_the_queue(trained_copy: P
             review_every=1.0,
             wait=8,  # the reviewer keeps visiting the queue after the stream
             seed=3,
+            demo="survey",  # what the shared trained store was seeded with
         )
         out = run(config, progress=False)
         again = {"predictions": 400, "errors": 0}

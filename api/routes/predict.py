@@ -19,14 +19,19 @@ from pipelines.schema import SchemaError
 router = APIRouter(tags=["predictions"])
 
 
-class PredictIn(BaseModel):
-    """Either `features` (rows of values in the model's feature order) or `records`."""
+# The first handwritten 0 of scikit-learn's digits, the default demo's 64 pixels (ink 0-16).
+_DIGIT_ZERO = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0]
+_DIGIT_ZERO += [0, 4, 12, 0, 0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0]
+_DIGIT_ZERO += [0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]
 
-    features: list[list[float | str]] | None = Field(
-        None, examples=[[[4, 27, 6, 1, 3, 14, "white-collar", "managerial/business"]]]
-    )
+
+class PredictIn(BaseModel):
+    """Either `features` (rows of values in the model's feature order) or `records`. The
+    examples are the default demo's: one handwritten 0 (px0..px63)."""
+
+    features: list[list[float | str]] | None = Field(None, examples=[[_DIGIT_ZERO]])
     records: list[dict[str, float | str]] | None = Field(
-        None, examples=[[{"rate_marriage": 4, "age": 27, "yrs_married": 6}]]
+        None, examples=[[{f"px{i}": v for i, v in enumerate(_DIGIT_ZERO)}]]
     )
 
 

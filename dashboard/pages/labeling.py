@@ -1,6 +1,10 @@
 """Labeling queue: the most informative pending item with what a person needs to decide (its
 features against the training ranges, the prediction and its probabilities), a button per
-class and Skip, keyboard shortcuts (1-9 for the classes, S to skip), and progress.
+class and Skip, keyboard shortcuts (each class button shows its key: digit classes are their
+own digit, other classes 1-9 in order; S to skip), and progress.
+
+A row of the digits demo's 64 pixels (`pipelines.demo.is_digit_schema`) is shown as the 8×8
+image it is, the pixel values folded away under it.
 
 Answers go through `pipelines.queue.answer` / `skip`, the API's own functions: a label is also
 written as feedback, which makes it training data for the next retrain.
@@ -24,7 +28,7 @@ from dashboard import components as c
 from dashboard import figures
 from dashboard.data import services
 from dashboard.vision import vision
-from pipelines import queue
+from pipelines import demo, queue
 from pipelines.store import queries as dq
 
 dash.register_page(__name__, path="/labeling", name="Labeling queue", order=5)
@@ -40,14 +44,7 @@ HIDDEN = {"display": "none"}
 def layout(**_: Any) -> html.Div:
     schema = services().schema()
     classes = [str(cls) for cls in schema.classes] if schema is not None else []
-    buttons = [
-        html.Button(
-            [f"{cls} ", html.Kbd(str(i + 1))] if i < 9 else cls,
-            id={"type": CLASS, "value": cls},
-            className=f"primary {CLASS}",
-        )
-        for i, cls in enumerate(classes)
-    ]
+    buttons = c.class_buttons(classes, CLASS, CLASS)
     return html.Div(
         [
             html.H2("Labeling queue"),
@@ -77,6 +74,14 @@ def layout(**_: Any) -> html.Div:
                         id="labeling-actions",
                     ),
                     html.Div(id="labeling-message", className="message"),
+                    html.P(
+                        [
+                            "Keyboard: the key on a class button labels with that class, ",
+                            html.Kbd("S"),
+                            " skips.",
+                        ],
+                        className="detail",
+                    ),
                 ],
                 id="labeling-panel",
                 className="panel",
@@ -184,17 +189,28 @@ def show(_: int | None, __: int | None) -> tuple[Any, ...]:
             ),
         ]
     )
-    body: list[Any] = [header]
+    seen: list[Any] = []  # what the model answered
     if probs and len(probs) == len(classes):
-        body.append(
+        seen.append(
             dcc.Graph(
                 figure=figures.probabilities(classes, probs, item["prediction"]),
                 style={"maxWidth": "560px"},
                 config={"displayModeBar": False},
+                className="grow",
             )
         )
-    if item.get("features"):
-        body.append(c.features_table(item["features"], s.reference_ranges()))
+    features = item.get("features") or {}
+    table = c.features_table(features, s.reference_ranges())
+    body: list[Any] = [header, *seen, table] if features else [header, *seen]
+    if features and demo.is_digit_schema(list(features)):
+        # The image beside the probabilities; the 64 numbers only on demand.
+        image = dcc.Graph(
+            figure=figures.digit(demo.digit_image(features), "the input"),
+            id="labeling-digit",
+            config={"displayModeBar": False, "staticPlot": True},
+        )
+        pixels = html.Details([html.Summary("the 64 pixel values", className="detail"), table])
+        body = [header, html.Div([image, *seen], className="row"), pixels]
     return html.Div(body), {"prediction_id": item["prediction_id"]}, {}, [], HIDDEN, None, [], None
 
 
@@ -224,14 +240,7 @@ def _show_image(s: Any, item: dict[str, Any], total: int) -> tuple[Any, ...]:
         return _cannot_show(header, why, current)
     current["names"] = list(names)
     if task == "classify":
-        buttons = [
-            html.Button(
-                [f"{name} ", html.Kbd(str(i + 1))] if i < 9 else name,
-                id={"type": IMAGE_CLASS, "value": name},
-                className=f"primary {CLASS}",
-            )
-            for i, name in enumerate(names)
-        ]
+        buttons = c.class_buttons(names, IMAGE_CLASS, CLASS)
         body = [header, _image(s, item)]
         if item.get("probabilities") and len(item["probabilities"]) == len(names):
             body.insert(

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from pipelines import demo
 
-LIVE = demo.demo_split().live
+LIVE = demo.demo_split(name="survey").live
 
 
 def wait_for(fn, timeout: float = 5.0):

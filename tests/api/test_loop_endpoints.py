@@ -14,7 +14,7 @@ from tests.conftest import make_settings
 
 def enqueue_shifted(client: TestClient, n: int = 200) -> dict[str, int]:
     """Predict shifted rows, put them in the lake, enqueue; returns {prediction_id: truth}."""
-    part = demo.demo_split().shifted.head(n)
+    part = demo.demo_split(name="survey").shifted.head(n)
     out = client.post("/predict", json={"records": demo.records(part)}).json()
     state = client.app.state.driftlab  # type: ignore[attr-defined]
     state.log.flush()
@@ -32,7 +32,7 @@ def test_queue_lists_pending_items_with_what_a_person_needs(client: TestClient) 
     item = page["items"][0]
     assert item["prediction_id"] in truth and item["status"] == "pending"
     assert 0.4 < item["confidence"] < 0.7 and len(item["probabilities"]) == 2
-    assert set(item["features"]) == set(demo.demo_split().features)
+    assert set(item["features"]) == set(demo.demo_split(name="survey").features)
     assert item["model_version"] == "1"
     second = client.get("/api/labeling-queue", params={"limit": 5, "offset": 5}).json()
     assert not {i["prediction_id"] for i in second["items"]} & {

@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from pipelines import demo
 
-SPLIT = demo.demo_split()
+SPLIT = demo.demo_split(name="survey")
 
 
 def send(client: TestClient, frame, with_labels: bool = True) -> None:

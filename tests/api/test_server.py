@@ -15,7 +15,7 @@ from pipelines.store import Store
 from tests.conftest import make_settings
 from tests.helpers import ApiServer
 
-RECORDS = demo.records(demo.demo_split().live)
+RECORDS = demo.records(demo.demo_split(name="survey").live)
 
 
 def hammer(url: str, stop: threading.Event, acked: list, failures: list, versions: set) -> None:
@@ -108,7 +108,7 @@ def test_hot_swap_under_concurrent_requests(trained_copy: Path) -> None:
 
 def test_new_data_and_training_serve_without_restart(api_server: ApiServer) -> None:
     """The user story: POST labeled rows, train in another process, /predict moves on."""
-    split = demo.demo_split()
+    split = demo.demo_split(name="survey")
     rows = split.shifted.head(500)
     with httpx.Client(base_url=api_server.url, timeout=30) as http:
         r = http.post(
@@ -133,7 +133,7 @@ def test_bootstrap_store_from_api(tmp_path: Path) -> None:
     """Ingest before any model exists, then train: the schema came from the first batch."""
     data = tmp_path / "data"
     store = Store.open(make_settings(data))
-    rows = demo.demo_split().train.head(300)
+    rows = demo.demo_split(name="survey").train.head(300)
     ingest(store, records=demo.records(rows), labels=rows["affair"].tolist())
     s = make_settings(data)
     result = training.train(store, Registry.from_settings(s))

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,31 @@ CHROMIUM_ARGS = [
 ]
 
 
-def log_traffic(settings: Settings, *, live: int, shifted: int) -> dict[str, Any]:
-    """Predict demo records through the API's own path (`predicting.predict`, durable log):
-    `live` of the training population, then `shifted` of the other cohort. Returns counts."""
+# path, a selector a callback fills once the page has its data
+PAGES = [
+    ("overview", "/", "#overview-cards .card"),
+    ("drift", "/drift", "#drift-latest-table"),
+    ("models", "/models", "#models-versions-table"),
+    ("inspections", "/inspections", ".ag-row"),
+    ("predict", "/predict", "#predict-submit"),
+    ("labeling", "/labeling", "#labeling-prediction"),
+    ("retraining", "/retraining", "#retraining-conditions-table"),
+]
+
+
+def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Poll `check` until it returns something truthy (writes reach the lake within ~1 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def log_traffic(settings: Settings, *, live: int, shifted: int, name: str) -> dict[str, Any]:
+    """Predict records of demo `name` through the API's own path (`predicting.predict`, durable
+    log): `live` of the training population, then `shifted` of the shift. Returns counts."""
     from pipelines import demo, predicting
     from pipelines.registry import Registry
     from pipelines.serving import ModelHolder
@@ -48,7 +70,7 @@ def log_traffic(settings: Settings, *, live: int, shifted: int) -> dict[str, Any
     assert holder.model is not None
     log = PredictionLog(store, settings.spool_dir, flush_interval=60)
     log.start()
-    split = demo.demo_split()
+    split = demo.demo_split(name=name)
     records = demo.records(split.live)[:live] + demo.records(split.shifted)[:shifted]
     band = predicting.Band(settings.uncertainty_low, settings.uncertainty_high)
     uncertain = 0
@@ -60,28 +82,36 @@ def log_traffic(settings: Settings, *, live: int, shifted: int) -> dict[str, Any
     return {"predictions": len(records), "uncertain": uncertain}
 
 
-@pytest.fixture(scope="module")
-def live_dir(trained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private trained store with 400 predictions (the last 200 shifted), a drift check of
-    them, the uncertain ones in the labeling queue, and an Evidently report file."""
+def go_live(data: Path, *, name: str, live: int, shifted: int) -> None:
+    """Turn a trained data dir into one with live traffic of demo `name` (`live` predictions
+    of the training population, then `shifted`), a drift check of them, the uncertain ones in
+    the labeling queue, and an Evidently report file."""
     from pipelines import queue
     from pipelines.labeling import QueuePolicy
     from pipelines.monitoring import Monitor
     from pipelines.registry import Registry
     from pipelines.store import Store
 
-    data = tmp_path_factory.mktemp("dashboard") / "data"
-    shutil.copytree(trained_dir, data)
     settings = make_settings(data)
-    counts = log_traffic(settings, live=200, shifted=200)
+    counts = log_traffic(settings, live=live, shifted=shifted, name=name)
     store = Store.open(settings)
-    Monitor(settings, store, Registry.from_settings(settings)).check(window_size=400)
+    Monitor(settings, store, Registry.from_settings(settings)).check(window_size=live + shifted)
     enqueued = queue.refresh(store, QueuePolicy())
     store.close()
     # What `make drift` leaves for the Drift page to link to.
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     (settings.reports_dir / "evidently-test.html").write_text("<html>evidently report</html>")
     assert enqueued >= 3, f"too few uncertain predictions to label: {counts}"
+
+
+@pytest.fixture(scope="module")
+def live_dir(trained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private trained store (the survey demo) with 400 predictions (the last 200 shifted),
+    a drift check of them, the uncertain ones in the labeling queue, and an Evidently report
+    file."""
+    data = tmp_path_factory.mktemp("dashboard") / "data"
+    shutil.copytree(trained_dir, data)
+    go_live(data, name="survey", live=200, shifted=200)
     return data
 
 

@@ -1,4 +1,5 @@
-"""The running dashboard in a real browser (Debian's Chromium through Playwright).
+"""The running dashboard in a real browser (Debian's Chromium through Playwright), over the
+survey demo's store (a form of 8 features; the digits demo's pages: test_digits_browser.py).
 
 One dashboard process and one browser serve the whole module; each test opens its own tab and
 fails on any console error, page error or failed request. The retrain test runs last: its run
@@ -8,40 +9,16 @@ may promote a new champion.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pipelines import queue, retrainer
 from pipelines.store import Store
 from tests.conftest import make_settings
-from tests.dashboard.conftest import DashboardServer, Page
+from tests.dashboard.conftest import PAGES, DashboardServer, Page, eventually
 
 pytestmark = pytest.mark.e2e
-
-# path, a selector a callback fills once the page has its data
-PAGES = [
-    ("overview", "/", "#overview-cards .card"),
-    ("drift", "/drift", "#drift-latest-table"),
-    ("models", "/models", "#models-versions-table"),
-    ("inspections", "/inspections", ".ag-row"),
-    ("predict", "/predict", "#predict-submit"),
-    ("labeling", "/labeling", "#labeling-prediction"),
-    ("retraining", "/retraining", "#retraining-conditions-table"),
-]
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll `check` until it returns something truthy (writes reach the lake within ~1 s)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def test_every_page_renders_without_errors(page: Page, tmp_path: Path) -> None:
@@ -85,10 +62,10 @@ def test_labeling_a_class_takes_the_item_out_and_stores_the_label(
     pending = [i["prediction_id"] for i in queue.items(store, status="pending", limit=500)["items"]]
     assert first not in pending
 
-    # The keyboard: "2" labels the next item with the second class.
+    # The keyboard: a digit class is its own key, so "1" labels the next item as class "1".
     second = queue.items(store, status="pending", limit=1)["items"][0]["prediction_id"]
     assert second in tab.inner_text("#labeling-item")
-    tab.keyboard.press("2")
+    tab.keyboard.press("1")
     tab.wait_for_selector(f"#labeling-message:has-text('labeled {second}')")
     labeled = {i["prediction_id"]: i for i in queue.items(store, status="labeled")["items"]}
     assert labeled[second]["label"] == "1"

@@ -71,6 +71,15 @@ def test_drift_heatmap_one_column_per_check_in_time_order() -> None:
     assert [list(r) for r in heat.text] == [["", "●"], ["", ""]]
 
 
+def test_drift_heatmap_orders_numbered_features_by_number() -> None:
+    history = [
+        {"run_id": "a", "ts": T0, "feature": f, "effect_size": 0.1, "drifted": False}
+        for f in ("px10", "px9", "px63", "px0", "prediction")
+    ]
+    heat = figures.drift_heatmap(history).data[0]
+    assert list(heat.y) == ["prediction", "px0", "px9", "px10", "px63"]
+
+
 def test_drift_heatmap_without_checks() -> None:
     assert "no drift check yet" in _annotation_text(figures.drift_heatmap([]))
 
@@ -298,3 +307,57 @@ def test_confidence_histogram_keeps_empty_bins_and_says_when_there_is_nothing() 
     assert bar.x[0] == "0.0–0.1" and bar.x[-1] == "0.9–1.0"
     empty = figures.confidence_histogram({"edges": hist["edges"], "counts": [0] * 10}, "t")
     assert not empty.data and "no detections" in empty.layout.annotations[0].text
+
+
+def test_digit_is_ink_on_paper_square_and_without_axes() -> None:
+    pixels = np.zeros((8, 8))
+    pixels[0, 3] = 16.0
+    fig = figures.digit(pixels, "the input")
+    heat = fig.data[0]
+    assert heat.z[0][3] == 16.0 and heat.z[7][0] == 0.0
+    assert (heat.zmin, heat.zmax) == (0.0, 16.0)
+    assert heat.colorscale[0][1] == "#ffffff" and heat.colorscale[-1][1] == "#000000"
+    assert heat.showscale is False and heat.xgap == 0
+    assert list(fig.layout.yaxis.range) == [7.5, -0.5]  # the top row on top
+    assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.width == fig.layout.height
+    assert not fig.layout.xaxis.visible and not fig.layout.yaxis.visible
+    canvas = figures.digit(pixels.tolist(), canvas=True, size=300).data[0]
+    assert canvas.xgap == 1 and canvas.ygap == 1
+
+
+def test_painted_inks_the_clicked_cell_and_a_second_click_erases() -> None:
+    blank = [[0.0] * 8 for _ in range(8)]
+    click = {"points": [{"x": 2, "y": 5, "z": 0.0}]}
+    once = figures.painted(blank, click, 16.0)
+    assert once is not None and once[5][2] == 16.0 and sum(map(sum, once)) == 16.0
+    assert blank[5][2] == 0.0  # a new canvas, the old one untouched
+    assert figures.painted(once, click, 8.0)[5][2] == 8.0  # type: ignore[index]
+    assert figures.painted(once, click, 16.0) == blank
+    assert figures.painted(blank, None, 16.0) is None
+    assert figures.painted(blank, {"points": []}, 16.0) is None
+    assert figures.painted(blank, {"points": [{"x": 9, "y": 0}]}, 16.0) is None
+
+
+@pytest.mark.parametrize(
+    ("classes", "keys"),
+    [
+        (list(range(10)), [str(d) for d in range(10)]),  # digits: the digit itself
+        ([0, 1], ["0", "1"]),
+        (["cat", "dog"], ["1", "2"]),  # else their place, 1–9
+        ([f"c{i}" for i in range(11)], [*(str(i) for i in range(1, 10)), None, None]),
+        (["10", "11"], ["1", "2"]),
+    ],
+)
+def test_every_class_has_a_shortcut_while_keys_last(classes: list, keys: list) -> None:
+    assert c.shortcut_keys(classes) == keys
+
+
+def test_class_buttons_show_and_carry_their_key() -> None:
+    buttons = c.class_buttons([3, 7], "kind", "labeling-class")
+    assert [b.id for b in buttons] == [
+        {"type": "kind", "value": "3"},
+        {"type": "kind", "value": "7"},
+    ]
+    first = buttons[0].to_plotly_json()["props"]
+    assert first["data-key"] == "3" and first["className"] == "primary labeling-class"
+    assert buttons[0].children[1].children == "3"  # the <kbd>

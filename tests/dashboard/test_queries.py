@@ -25,7 +25,7 @@ def traffic_dir(trained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """One private trained store for the module, with 120 predictions (60 shifted) logged."""
     data = tmp_path_factory.mktemp("queries") / "data"
     shutil.copytree(trained_dir, data)
-    log_traffic(make_settings(data), live=60, shifted=60)
+    log_traffic(make_settings(data), live=60, shifted=60, name="survey")
     return data
 
 
@@ -134,7 +134,7 @@ def test_inspection_page_over_a_week_of_traffic(trained_copy: Path) -> None:
     store = Store.open(make_settings(trained_copy))
     schema = store.dataset_schema()
     assert schema is not None
-    live = demo.demo_split().live
+    live = demo.demo_split(name="survey").live
     pool = {name: live[name].to_numpy() for name in schema.names}
     t0 = dt.datetime.now(dt.UTC) - dt.timedelta(days=7)
     rng = np.random.default_rng(1)

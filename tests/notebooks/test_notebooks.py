@@ -46,7 +46,10 @@ def test_drift_notebook_writes_results_and_evidently_html(trained_copy: Path) ->
 
     s = make_settings(trained_copy)
     with TestClient(create_app(s)) as client:
-        client.post("/predict", json={"records": demo.records(demo.demo_split().shifted.head(300))})
+        client.post(
+            "/predict",
+            json={"records": demo.records(demo.demo_split(name="survey").shifted.head(300))},
+        )
     out = run_notebook("drift_report", s, {"window_size": 300})
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["dataset_drift"] is True and "age" in result["drifted_features"]

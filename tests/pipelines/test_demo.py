@@ -1,9 +1,11 @@
-"""The demo data: real rows from statsmodels, and a shift that costs the first model accuracy."""
+"""The demo data: real rows (digits from scikit-learn, the survey from statsmodels), and shifts
+that cost the first model accuracy."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.ensemble import RandomForestClassifier
 
 from pipelines import demo
@@ -11,9 +13,9 @@ from pipelines.schema import infer_schema
 
 
 def test_split_is_deterministic_and_the_shift_is_real() -> None:
-    split = demo.demo_split(seed=0)
+    split = demo.demo_split(seed=0, name="survey")
     assert len(split.train) + len(split.live) + len(split.shifted) == 6366
-    assert split.train.equals(demo.demo_split(seed=0).train)
+    assert split.train.equals(demo.demo_split(seed=0, name="survey").train)
     assert (split.train["age"] < 32).all() and (split.shifted["age"] >= 32).all()
     assert abs(split.train["affair"].mean() - 0.27) < 0.02
     assert abs(split.shifted["affair"].mean() - 0.40) < 0.02
@@ -46,3 +48,29 @@ def test_the_digits_shift_is_one_that_labels_can_teach() -> None:
     assert {len(split.train), len(split.live), len(split.shifted)} == {900, 200, 697}
     stream = list(demo.replay(name="digits"))
     assert len(stream) == 897 and set(stream[0][0]) == set(demo.DIGIT_PIXELS)
+
+
+def test_digits_are_the_default_demo() -> None:
+    from pipelines.settings import Settings
+    from pipelines.simulate import SimulationConfig
+
+    assert demo.DEFAULT_DEMO == "digits" == Settings(_env_file=None).demo  # type: ignore[call-arg]
+    assert SimulationConfig().demo == "digits"
+    assert demo.demo_split().label == demo.DIGIT_LABEL
+
+
+def test_a_row_of_pixels_is_an_image_and_back() -> None:
+    assert demo.is_digit_schema(demo.DIGIT_PIXELS)
+    assert demo.is_digit_schema(list(reversed(demo.DIGIT_PIXELS)))  # any order
+    assert not demo.is_digit_schema(demo.DIGIT_PIXELS[:63])
+    assert not demo.is_digit_schema(["age", "educ"])
+    record, label = demo.demo_digit(np.random.default_rng(0), shifted=True)
+    assert 0 <= label <= 9 and set(record) == set(demo.DIGIT_PIXELS)
+    image = demo.digit_image(record)
+    assert image.shape == (8, 8)
+    assert image[0, 1] == record["px1"] and image[1, 0] == record["px8"]  # row by row
+    assert demo.digit_record(image) == record
+    assert demo.digit_record([[20.0] * 8] * 8)["px0"] == demo.DIGIT_INK  # clipped to 0–16
+    assert demo.digit_image({}).sum() == 0.0  # missing pixels are blank paper
+    with pytest.raises(ValueError, match="8×8"):
+        demo.digit_record([[1.0] * 8] * 7)

@@ -30,7 +30,7 @@ def serve_and_label(
     """Serve `n` shifted rows through the real prediction path, then label every
     `label_every`-th one with its true class as feedback. Returns (predictions, truths)."""
     model = load_version(registry, registry.alias_version(CHAMPION) or "")
-    part = demo.demo_split().shifted.head(n)
+    part = demo.demo_split(name="survey").shifted.head(n)
     log = PredictionLog(store, settings.spool_dir)
     log.start()
     out = predict(model, log, Band(), records=demo.records(part))

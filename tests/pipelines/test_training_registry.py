@@ -61,7 +61,9 @@ def test_registry_round_trip(trained_copy: Path) -> None:
     # the served (ONNX) model and the logged estimator agree on the held-out-like rows
     served = load_version(registry, result.version)
     assert served.runtime == "onnx" and served.schema.classes == (0, 1)
-    x = served.schema.encode(served.schema.columns(records=demo.records(demo.demo_split().live)))
+    x = served.schema.encode(
+        served.schema.columns(records=demo.records(demo.demo_split(name="survey").live))
+    )
     estimator = registry.load_estimator(result.version)
     np.testing.assert_allclose(served.predict(x)[1], estimator.predict_proba(x), atol=1e-5)
 
@@ -100,7 +102,7 @@ def test_training_uses_human_labels_on_predictions(trained_copy: Path) -> None:
     from pipelines.store.spool import chunks_to_table
 
     schema = store.dataset_schema()
-    recs = demo.records(demo.demo_split().shifted.head(3))
+    recs = demo.records(demo.demo_split(name="survey").shifted.head(3))
     cols = schema.columns(records=recs)
     chunk = {
         "ids": ["p1", "p2", "p3"],

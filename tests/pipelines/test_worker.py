@@ -19,7 +19,10 @@ def test_tick_checks_only_with_enough_new_predictions(trained_copy: Path) -> Non
     assert "fewer than 100" in first["drift"]["skipped"]
     assert first["compact"]["kept"]  # the champion's training snapshot is protected
     with TestClient(create_app(s)) as client:
-        client.post("/predict", json={"records": demo.records(demo.demo_split().shifted.head(150))})
+        client.post(
+            "/predict",
+            json={"records": demo.records(demo.demo_split(name="survey").shifted.head(150))},
+        )
     second = worker.tick()
     assert second["drift"]["dataset_drift"] is True and second["drift"]["n_current"] == 150
     third = worker.tick()  # nothing new since the last check
