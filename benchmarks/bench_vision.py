@@ -1,12 +1,14 @@
 """Image inference benchmark: YOLO11n detection through PyTorch and through ONNX Runtime.
 
 A detector is trained for one epoch on the demo digit canvases (speed does not depend on how
-well it learned) and exported to ONNX at 320 and 640 px. Each (runtime, size, threads)
-combination then runs in its own subprocess, so one runtime's thread pool never competes with
-the other's and the ONNX process never imports torch (as an ONNX-only server would not). A
-prediction is what the API will do per image: ``Predictor.predict`` on a 640×480 RGB frame
-(letterbox, network, confidence filter and NMS). Printed: predictions per second (one image at
-a time, so 1000 / mean latency), p50 and p99 latency, and torch/ONNX ratios (target: ONNX at
+well it learned) and exported to ONNX at 320 and 640 px. Three runtimes (see ``RUNTIMES``):
+Ultralytics' own ``YOLO.predict``, driftlab's Predictor on torch, and the Predictor on ONNX
+Runtime. Each (runtime, size, threads) run is its own subprocess, so one runtime's thread pool
+never competes with another's and the ONNX process never imports torch (as an ONNX-only server
+would not); the runtimes alternate over three rounds, so a busy spell on shared cores lands on
+all of them. A prediction is one 640×480 RGB frame in, detections out (letterbox, network,
+confidence filter, NMS). Printed: predictions per second (one image at a time, so 1000 / mean
+latency), p50 and p99 latency, and each torch runtime's latency over ONNX's (target: ONNX at
 least 2× torch).
 
 Usage::
@@ -67,36 +69,47 @@ def build_models(workdir: Path) -> dict[str, Path]:
     return models
 
 
-def worker(runtime: str, model: Path, size: int, threads: int, repeats: int) -> dict:
-    """Runs inside a subprocess: time one runtime at one size."""
-    from pipelines.vision.yolo import Predictor
+RUNTIMES = ("ultralytics", "torch", "onnx")
+"""`ultralytics`: the model's own ``YOLO.predict`` on the ``.pt``, as Ultralytics users run it
+(the ~140 ms at 640 px that VERIFIED.md measured); `torch`: driftlab's Predictor on the same
+``.pt``, fused and under ``inference_mode``, with driftlab's letterbox and NMS (the strict
+baseline: it differs from `onnx` in the network's runtime only); `onnx`: the Predictor on
+ONNX Runtime, what the API and the edge client serve."""
 
-    if runtime == "torch":
-        predictor = Predictor.from_weights(model, imgsz=size, threads=threads)
+
+def worker(runtime: str, model: Path, size: int, threads: int, repeats: int) -> dict:
+    """Runs inside a subprocess: time one runtime at one size; the latencies come back raw."""
+    from pipelines.vision.yolo import DEFAULT_CONF, Predictor, _yolo_class
+
+    if runtime == "ultralytics":
+        import torch
+
+        torch.set_num_threads(threads)
+        yolo = _yolo_class()(str(model))
+
+        def predict(image: np.ndarray) -> int:
+            found = yolo.predict(image, imgsz=size, conf=DEFAULT_CONF, device="cpu", verbose=False)
+            return len(found[0].boxes)
+
     else:
-        predictor = Predictor.from_onnx(model, threads=threads)
+        if runtime == "torch":
+            predictor = Predictor.from_weights(model, imgsz=size, threads=threads)
+        else:
+            predictor = Predictor.from_onnx(model, threads=threads)
+
+        def predict(image: np.ndarray) -> int:
+            return len(predictor.predict(image).detections)
+
     images = frames(8)
     for image in images[:3]:  # warm-up: first calls allocate and pick kernels
-        predictor.predict(image)
+        predict(image)
     latencies = []
     detections = 0
     for i in range(repeats):
         started = time.perf_counter()
-        answer = predictor.predict(images[i % len(images)])
+        detections += predict(images[i % len(images)])
         latencies.append((time.perf_counter() - started) * 1000)
-        detections += len(answer.detections)
-    ms = np.asarray(latencies)
-    return {
-        "runtime": runtime,
-        "size": size,
-        "threads": threads,
-        "n": repeats,
-        "per_s": 1000 / ms.mean(),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "detections": detections,
-    }
+    return {"runtime": runtime, "latencies_ms": latencies, "detections": detections}
 
 
 def run_case(runtime: str, model: Path, size: int, threads: int, repeats: int, env: dict) -> dict:
@@ -106,6 +119,25 @@ def run_case(runtime: str, model: Path, size: int, threads: int, repeats: int, e
     if done.returncode != 0:
         raise RuntimeError(f"{runtime} at {size} px failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare(
+    models: dict[str, Path], size: int, threads: int, repeats: int, rounds: int, env: dict
+) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
+    """Every runtime at one size, in `rounds` alternating rounds of `repeats // rounds` calls
+    each, so that a busy spell on shared cores lands on all of them rather than on one.
+    Returns the pooled latencies per runtime and, per round, each runtime's mean."""
+    pooled: dict[str, list[float]] = {r: [] for r in RUNTIMES}
+    per_round = []
+    for _ in range(rounds):
+        means = {}
+        for runtime in RUNTIMES:
+            model = models[f"onnx{size}"] if runtime == "onnx" else models["pt"]
+            got = run_case(runtime, model, size, threads, max(repeats // rounds, 5), env)
+            pooled[runtime] += got["latencies_ms"]
+            means[runtime] = float(np.mean(got["latencies_ms"]))
+        per_round.append(means)
+    return {r: np.asarray(v) for r, v in pooled.items()}, per_round
 
 
 def bench_api_and_edge(workdir: Path, models: dict[str, Path], *, quick: bool) -> None:
@@ -224,7 +256,7 @@ def main(quick: bool = False, argv: list[str] | None = None) -> None:
     figures, and the run's other numbers are still worth having."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer predictions, all cores only")
-    parser.add_argument("--worker", choices=["torch", "onnx"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=RUNTIMES, help=argparse.SUPPRESS)
     parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
@@ -240,7 +272,7 @@ def main(quick: bool = False, argv: list[str] | None = None) -> None:
 
     cores = thread_count()
     thread_options = [cores] if quick or cores == 1 else [cores, 1]
-    repeats = 15 if quick else 60
+    repeats, rounds = (15, 3) if quick else (60, 3)
     workdir = Path(tempfile.mkdtemp(prefix="driftlab-bench-vision-"))
     env = {**os.environ, "YOLO_CONFIG_DIR": str(workdir / "yolo"), "YOLO_OFFLINE": "1"}
     env["YOLO_AUTOINSTALL"] = "false"
@@ -253,24 +285,30 @@ def main(quick: bool = False, argv: list[str] | None = None) -> None:
             f"{time.perf_counter() - started:.0f} s; {repeats} timed calls per row =="
         )
         print(
-            f"{'size':>5} {'threads':>7} {'runtime':>8} {'pred/s':>8} {'p50 ms':>8} "
-            f"{'p99 ms':>8} {'ratio':>7}"
+            f"{'size':>5} {'threads':>7} {'runtime':>11} {'pred/s':>8} {'p50 ms':>8} "
+            f"{'p99 ms':>8} {'onnx is':>9}  per round"
         )
         missed = []
         for threads in thread_options:
             for size in SIZES:
-                torch_row = run_case("torch", models["pt"], size, threads, repeats, env)
-                onnx_row = run_case("onnx", models[f"onnx{size}"], size, threads, repeats, env)
-                ratio = torch_row["mean_ms"] / onnx_row["mean_ms"]
-                for row, note in ((torch_row, ""), (onnx_row, f"{ratio:>6.2f}x")):
+                pooled, per_round = compare(models, size, threads, repeats, rounds, env)
+                onnx_mean = pooled["onnx"].mean()
+                for runtime in RUNTIMES:
+                    ms = pooled[runtime]
+                    ratio = ms.mean() / onnx_mean
+                    rounds_txt = " ".join(f"{r[runtime] / r['onnx']:.2f}x" for r in per_round)
                     print(
-                        f"{size:>5} {threads:>7} {row['runtime']:>8} {row['per_s']:>8.1f} "
-                        f"{row['p50_ms']:>8.1f} {row['p99_ms']:>8.1f} {note:>7}"
+                        f"{size:>5} {threads:>7} {runtime:>11} {1000 / ms.mean():>8.1f} "
+                        f"{np.percentile(ms, 50):>8.1f} {np.percentile(ms, 99):>8.1f} "
+                        + (f"{ratio:>8.2f}x  {rounds_txt}" if runtime != "onnx" else "")
                     )
-                if ratio < TARGET_RATIO:
-                    missed.append(f"{size} px / {threads} threads: {ratio:.2f}x")
+                for baseline in ("ultralytics", "torch"):
+                    ratio = pooled[baseline].mean() / onnx_mean
+                    if ratio < TARGET_RATIO:
+                        missed.append(f"{size} px / {threads} threads vs {baseline}: {ratio:.2f}x")
         print(
-            f"ratio = torch mean latency / ONNX mean latency; target >= {TARGET_RATIO:.0f}x. "
+            f"'onnx is' = that runtime's mean latency / ONNX's, pooled over {rounds} alternating "
+            f"rounds (each round's ratio after it); target >= {TARGET_RATIO:.0f}x. "
             f"{'Missed: ' + '; '.join(missed) if missed else 'Met everywhere.'}"
         )
         bench_api_and_edge(workdir, models, quick=quick)
