@@ -55,6 +55,24 @@ def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
         time.sleep(0.2)
 
 
+def stored_label(data_dir: Path, prediction_id: str) -> tuple[str, str] | None:
+    """(label, source) of the label a prediction got, once it is in the store (the prediction
+    itself reaches the lake with the dashboard's next log flush), or None after the wait."""
+    from pipelines.store import Store
+
+    store = Store.open(make_settings(data_dir), read_only=True)
+    try:
+
+        def labeled() -> tuple[str, str] | None:
+            rows = store.labeled_rows()
+            found = zip(rows.record_ids, rows.labels, rows.sources, strict=True)
+            return next(((label, src) for rid, label, src in found if rid == prediction_id), None)
+
+        return eventually(labeled)
+    finally:
+        store.close()
+
+
 def log_traffic(settings: Settings, *, live: int, shifted: int, name: str) -> dict[str, Any]:
     """Predict records of demo `name` through the API's own path (`predicting.predict`, durable
     log): `live` of the training population, then `shifted` of the shift. Returns counts."""

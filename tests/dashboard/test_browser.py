@@ -16,7 +16,7 @@ import pytest
 from pipelines import queue, retrainer
 from pipelines.store import Store
 from tests.conftest import make_settings
-from tests.dashboard.conftest import PAGES, DashboardServer, Page, eventually
+from tests.dashboard.conftest import PAGES, DashboardServer, Page, stored_label
 
 pytestmark = pytest.mark.e2e
 
@@ -83,16 +83,7 @@ def test_predict_then_wrong_and_a_class_is_feedback(page: Page, dashboard: Dashb
     tab.click(f"#predict-classes button:text-is('{other}')")
     tab.wait_for_selector("#predict-feedback:has-text('recorded (wrong)')")
 
-    store = Store.open(make_settings(dashboard.data_dir), read_only=True)
-
-    def labeled() -> dict[str, tuple[str, str]]:
-        rows = store.labeled_rows()
-        found = dict(zip(rows.record_ids, zip(rows.labels, rows.sources, strict=True), strict=True))
-        return {pid: found[pid]} if pid in found else {}
-
-    # The prediction reaches the lake with the dashboard's next log flush (every 0.2 s here).
-    assert eventually(labeled) == {pid: (other, "feedback:dashboard")}
-    store.close()
+    assert stored_label(dashboard.data_dir, pid) == (other, "feedback:dashboard")
     assert page.errors == []
 
 

@@ -18,7 +18,7 @@ from pipelines import demo, queue, training
 from pipelines.registry import Registry
 from pipelines.store import Store
 from tests.conftest import make_settings
-from tests.dashboard.conftest import PAGES, DashboardServer, Page, eventually, go_live
+from tests.dashboard.conftest import PAGES, DashboardServer, Page, go_live, stored_label
 
 pytestmark = pytest.mark.e2e
 
@@ -117,13 +117,5 @@ def test_draw_or_take_a_demo_digit_predict_and_correct_it(
     tab.click(f"#predict-classes button:text-is('{other}')")
     tab.wait_for_selector("#predict-feedback:has-text('recorded (wrong)')")
 
-    store = Store.open(make_settings(dashboard.data_dir), read_only=True)
-
-    def labeled() -> dict[str, tuple[str, str]]:
-        rows = store.labeled_rows()
-        found = dict(zip(rows.record_ids, zip(rows.labels, rows.sources, strict=True), strict=True))
-        return {pid: found[pid]} if pid in found else {}
-
-    assert eventually(labeled) == {pid: (other, "feedback:dashboard")}
-    store.close()
+    assert stored_label(dashboard.data_dir, pid) == (other, "feedback:dashboard")
     assert page.errors == []
