@@ -272,7 +272,9 @@ def wasserstein(pair: NumericPair) -> StatResult:
     divided by ``max(std(reference), 0.001)``: 0.1 means the mass moved a tenth of a std.
     """
     diff, gaps = pair.ecdf_difference
-    area = float(np.dot(np.abs(diff), gaps)) / (pair.reference.n * pair.current.n)
+    # einsum, not np.dot: a BLAS dot wakes OpenBLAS's threads, which then spin for a while
+    # beside the check's own workers (~20 ms of CPU per call, a third of a 1M check's CPU).
+    area = float(np.einsum("i,i->", np.abs(diff), gaps)) / (pair.reference.n * pair.current.n)
     return StatResult(area / max(pair.reference.std, MIN_STD))
 
 
