@@ -90,6 +90,10 @@ def throughput(
     return _layout(fig, title, barmode="stack", bargap=0.05, legend={"orientation": "h"})
 
 
+HEATMAP_EFFECT_CAP = 1.0
+"""Effect sizes at or above this share the darkest colour (1.0: the mass moved a whole std)."""
+
+
 def _natural(name: str) -> tuple:
     """A sort key that puts px2 before px10 (numbers inside a name compare as numbers)."""
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
@@ -131,7 +135,15 @@ def drift_heatmap(
             texttemplate="%{text}",
             colorscale="YlOrRd",
             zmin=0.0,
-            colorbar={"title": "effect"},
+            # Capped: a feature that was constant in training (a blank pixel) has an effect in
+            # the thousands once it varies, which would wash every other cell out. The hover
+            # shows the true value.
+            zmax=HEATMAP_EFFECT_CAP,
+            colorbar={
+                "title": "effect",
+                "tickvals": [0, HEATMAP_EFFECT_CAP / 2, HEATMAP_EFFECT_CAP],
+                "ticktext": ["0", f"{HEATMAP_EFFECT_CAP / 2:g}", f"≥ {HEATMAP_EFFECT_CAP:g}"],
+            },
             hovertemplate="%{y}<br>%{x}<br>effect size %{z:.3f}<extra></extra>",
         )
     )

@@ -80,6 +80,16 @@ def test_drift_heatmap_orders_numbered_features_by_number() -> None:
     assert list(heat.y) == ["prediction", "px0", "px9", "px10", "px63"]
 
 
+def test_drift_heatmap_caps_the_colour_not_the_value() -> None:
+    history = [
+        {"run_id": "a", "ts": T0, "feature": "px0", "effect_size": 2000.0, "drifted": True},
+        {"run_id": "a", "ts": T0, "feature": "px1", "effect_size": 0.3, "drifted": True},
+    ]
+    heat = figures.drift_heatmap(history).data[0]
+    assert heat.zmax == figures.HEATMAP_EFFECT_CAP and heat.zmin == 0.0
+    assert [list(r) for r in heat.z] == [[2000.0], [0.3]]  # the hover shows the true value
+
+
 def test_drift_heatmap_without_checks() -> None:
     assert "no drift check yet" in _annotation_text(figures.drift_heatmap([]))
 
