@@ -9,6 +9,7 @@ solving a tree of dependencies was a fifth of its CPU time.
 from __future__ import annotations
 
 import hmac
+import math
 from typing import Annotated, Any
 
 import orjson
@@ -40,6 +41,8 @@ def serving_model(state: AppState) -> ServingModel:
             503,
             "no model is being served yet: ingest labeled data and run `make train` "
             "(or `driftlab train`); the API picks the champion up within seconds",
+            # When to ask again: the champion alias is polled this often.
+            headers={"Retry-After": str(max(1, math.ceil(state.settings.reload_interval)))},
         )
     return model
 

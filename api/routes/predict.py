@@ -100,6 +100,7 @@ class PredictFastPath:
         state: AppState = scope["app"].state.driftlab
         headers = dict(scope["headers"])
         api_key = headers.get(b"x-api-key")
+        extra: list[tuple[bytes, bytes]] = []  # an error's own headers, if it has any
         try:
             limit = state.settings.max_body_bytes
             length = headers.get(b"content-length")
@@ -111,6 +112,7 @@ class PredictFastPath:
             )
         except HTTPException as exc:
             status, content = exc.status_code, orjson.dumps({"detail": exc.detail})
+            extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
         await send(
             {
                 "type": "http.response.start",
@@ -118,6 +120,7 @@ class PredictFastPath:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(content)).encode()),
+                    *extra,
                 ],
             }
         )

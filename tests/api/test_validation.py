@@ -120,6 +120,7 @@ def test_feedback_errors(client: TestClient) -> None:
 def test_predict_before_any_model_is_503_and_ingest_fixes_schema(empty_client: TestClient) -> None:
     r = empty_client.post("/predict", json={"features": [[1.0, 2.0]]})
     assert r.status_code == 503 and "no model is being served yet" in r.json()["detail"]
+    assert r.headers["retry-after"] == "2"  # the champion alias is polled every 2 s
     r = empty_client.post(
         "/ingest/batch", json={"features": [[1.0, 2.0], [3.0, 4.0]], "labels": [0, 1]}
     )
