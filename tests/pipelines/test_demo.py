@@ -66,6 +66,9 @@ def test_a_row_of_pixels_is_an_image_and_back() -> None:
     assert not demo.is_digit_schema(["age", "educ"])
     record, label = demo.demo_digit(np.random.default_rng(0), shifted=True)
     assert 0 <= label <= 9 and set(record) == set(demo.DIGIT_PIXELS)
+    shifted = demo.digits_split().shifted  # the digit is a row of the shift, with its class
+    rows = shifted[(shifted[demo.DIGIT_PIXELS] == pd.Series(record)).all(axis=1)]
+    assert len(rows) >= 1 and label in set(rows[demo.DIGIT_LABEL])
     image = demo.digit_image(record)
     assert image.shape == (8, 8)
     assert image[0, 1] == record["px1"] and image[1, 0] == record["px8"]  # row by row
