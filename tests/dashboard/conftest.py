@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,17 @@ class DashboardServer:
         self.log = data_dir.parent / f"dashboard-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    @contextmanager
+    def running(cls, data_dir: Path) -> Iterator[DashboardServer]:
+        """A started server, stopped on the way out whatever happened."""
+        server = cls(data_dir)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
     def start(self, timeout: float = 60.0) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
@@ -180,12 +192,8 @@ class DashboardServer:
 
 @pytest.fixture(scope="module")
 def dashboard(live_dir: Path) -> Iterator[DashboardServer]:
-    server = DashboardServer(live_dir)
-    server.start()
-    try:
+    with DashboardServer.running(live_dir) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -34,12 +34,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardSer
     training.train(store, Registry.from_settings(settings), config)
     store.close()
     go_live(data, name="digits", live=50, shifted=150)
-    server = DashboardServer(data)
-    server.start()
-    try:
+    with DashboardServer.running(data) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _figure(tab: Any, graph: str) -> Any:

@@ -74,12 +74,8 @@ def vision_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashb
     log.close()
     assert queue.refresh(store, QueuePolicy()) == 2
     store.close()
-    server = DashboardServer(data)
-    server.start()
-    try:
+    with DashboardServer.running(data) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
