@@ -29,8 +29,8 @@ reading, so this only absorbs rounding; it costs nothing, files span far longer.
 
 
 _row_suffixes: list[str] = []
-"""`f"{i:06x}"` for the row indexes asked for so far: formatting them was 4 ms of a 10k-row
-request, joining two strings is a third of that. Replaced, never changed in place, so a
+"""`f"{i:06x}"` for the row indexes asked for so far: formatting them took 3.3 ms for a
+10k-row request, joining two strings takes 0.6 ms. Replaced, never changed in place, so a
 thread always reads a complete list."""
 
 
