@@ -370,6 +370,13 @@ def report(
         f"driftlab prediction log: {log.get('flushed_rows', '?'):,} rows flushed to the lake, "
         f"last error: {log.get('last_error')}",
     ]
+    batching = health.get("batching") or {}
+    if batching.get("model_calls"):
+        requests, calls = batching["requests"], batching["model_calls"]
+        lines.append(
+            f"driftlab micro-batching: {requests:,} /predict requests in {calls:,} model calls "
+            f"({requests / calls:.1f} requests per call, over the whole run)"
+        )
     say("\n".join(lines))
 
 

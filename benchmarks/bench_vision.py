@@ -71,7 +71,7 @@ def build_models(workdir: Path) -> dict[str, Path]:
 
 RUNTIMES = ("ultralytics", "torch", "onnx")
 """`ultralytics`: the model's own ``YOLO.predict`` on the ``.pt``, as Ultralytics users run it
-(the ~140 ms at 640 px that VERIFIED.md measured); `torch`: driftlab's Predictor on the same
+(it pads a frame to a multiple of 32, not to a square); `torch`: driftlab's Predictor on the same
 ``.pt``, fused and under ``inference_mode``, with driftlab's letterbox and NMS (the strict
 baseline: it differs from `onnx` in the network's runtime only); `onnx`: the Predictor on
 ONNX Runtime, what the API and the edge client serve."""

@@ -114,10 +114,11 @@ class FeatureSchema:
             key = (type(label), label)  # the type too: True == 1, yet True is no int label
             try:
                 stored = checked.get(key)
-            except TypeError:  # unhashable (a list, an object): label_to_store says why
-                stored = self.label_to_store(label)
+            except TypeError:  # unhashable (a list, an object): never a label, said below
+                stored = None
             if stored is None:
-                stored = checked[key] = self.label_to_store(label)
+                stored = self.label_to_store(label)  # raises for anything but a class
+                checked[key] = stored
             out.append(stored)
         return out
 
