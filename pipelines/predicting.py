@@ -121,7 +121,8 @@ class Batcher:
     run with `call_soon`: the run comes after every request task that is already runnable has
     reached its own `await`, so all requests read in one wakeup share a model call, and no
     request waits for a timer. Requests of `alone_rows` rows or more skip the queue (a 10k-row
-    batch would hold up the single rows behind it, and has nothing to gain).
+    batch would hold up the single rows behind it, and has nothing to gain) and are answered
+    on a worker thread, so the loop goes on serving while they run.
     """
 
     def __init__(self, log: PredictionLog, band: Band, *, alone_rows: int = 256) -> None:
@@ -135,7 +136,12 @@ class Batcher:
     async def predict(self, model: ServingModel, columns: Columns, started: float) -> dict:
         if len(next(iter(columns.values()))) >= self.alone_rows:
             self._count(1)
-            return predict_many(model, self.log, self.band, [(columns, started)])[0]
+            # On a worker thread: the event loop reads and parses the next requests while
+            # the model call and the spool write of this one run without the GIL.
+            answers = await asyncio.to_thread(
+                predict_many, model, self.log, self.band, [(columns, started)]
+            )
+            return answers[0]
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._queue:

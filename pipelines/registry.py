@@ -16,12 +16,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pipelines.forest import CompiledForest
 from pipelines.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 EXPERIMENT = "driftlab"
-SERVING_DIR = "serving"  # run artifact folder holding schema.json and model.onnx
+SERVING_DIR = "serving"  # run artifacts: schema.json, model.onnx, and FOREST_FILE for forests
+FOREST_FILE = "forest.npz"  # pipelines.forest.CompiledForest: what serving runs for tree ensembles
 CHAMPION, CHALLENGER = "champion", "challenger"
 # A vision version's serving folder: metadata, PyTorch weights, ONNX export.
 VISION_META, VISION_WEIGHTS, VISION_ONNX = "vision.json", "best.pt", "model.onnx"
@@ -113,6 +115,9 @@ class Registry:
                 (folder / "schema.json").write_text(json.dumps(schema, indent=1))
                 if onnx_model is not None:
                     (folder / "model.onnx").write_bytes(onnx_model)
+                forest = CompiledForest.from_estimator(estimator)
+                if forest is not None:
+                    (folder / FOREST_FILE).write_bytes(forest.to_bytes())
                 for name, content in (extra_files or {}).items():
                     (folder / name).write_bytes(content)
                 mlflow.log_artifacts(str(folder), artifact_path=SERVING_DIR)
@@ -187,7 +192,7 @@ class Registry:
         return sorted({v.snapshot_id for v in self.versions() if v.snapshot_id is not None})
 
     def serving_files(self, version: str, dest: Path) -> Path:
-        """Download a version's serving folder (schema.json, model.onnx) into `dest`."""
+        """Download a version's serving folder (schema.json, model.onnx, forest.npz) into `dest`."""
         run_id = self.version(version).run_id
         dest.mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(run_id, SERVING_DIR, str(dest)))

@@ -11,7 +11,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -286,13 +285,18 @@ def _checked_matrix_or_none(features: list[list[Any]], names: list[str]) -> np.n
 
 def _record_columns(records: list[dict[str, Any]], names: list[str]) -> list[Any]:
     """`records` as one sequence per feature, after the same checks as `_records_to_matrix`."""
+    # Every record a dict with as many keys as there are names, each name found: then its keys
+    # are exactly the names. Three passes in C, 2-3x faster than comparing each key set.
+    if set(map(type, records)) == {dict} and set(map(len, records)) == {len(names)}:
+        try:
+            return [[rec[name] for rec in records] for name in names]
+        except KeyError:
+            pass
     expected = set(names)
     for i, rec in enumerate(records):
         if not isinstance(rec, dict) or rec.keys() != expected:
             _records_to_matrix(records[i : i + 1], names, offset=i)  # raises the message
-    if len(names) == 1:
-        return [[rec[names[0]] for rec in records]]
-    return list(zip(*map(itemgetter(*names), records), strict=True))
+    return [[rec[name] for rec in records] for name in names]  # dict subclasses, all good
 
 
 _NUMBER_TYPES = frozenset((int, float))

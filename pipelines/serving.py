@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.registry import CHAMPION, Registry
+from pipelines.forest import CompiledForest
+from pipelines.registry import CHAMPION, FOREST_FILE, Registry
 from pipelines.schema import FeatureSchema
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,19 @@ def _inference_pool() -> ThreadPoolExecutor | None:
         return _pool
 
 
+def _sliced(run: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """`run` (which must release the GIL) over slices of a large batch on the pool's threads."""
+
+    def proba(x: np.ndarray) -> np.ndarray:
+        pool = _inference_pool() if len(x) >= PARALLEL_MIN_ROWS else None
+        if pool is None:
+            return run(x)
+        slices = range(0, len(x), PARALLEL_SLICE_ROWS)
+        return np.concatenate(list(pool.map(run, (x[i : i + PARALLEL_SLICE_ROWS] for i in slices))))
+
+    return proba
+
+
 def onnx_session(model_bytes: bytes) -> Any:
     import onnxruntime as ort
 
@@ -69,7 +83,7 @@ class ServingModel:
     version: str
     schema: FeatureSchema
     predict_proba: Callable[[np.ndarray], np.ndarray]
-    runtime: str  # "onnx" or "sklearn"
+    runtime: str  # "forest" (pipelines.forest), "onnx" or "sklearn"
     snapshot_id: int | None = None
 
     @property
@@ -86,6 +100,11 @@ class ServingModel:
         snapshot_id: int | None = None,
     ) -> ServingModel:
         schema = FeatureSchema.from_dict(json.loads((folder / "schema.json").read_text()))
+        forest_file = folder / FOREST_FILE
+        if forest_file.exists():
+            forest = CompiledForest.load(forest_file)
+            forest.predict_proba(np.zeros((1, len(schema.features)), np.float32))  # compile now
+            return cls(name, version, schema, _sliced(forest.predict_proba), "forest", snapshot_id)
         onnx_file = folder / "model.onnx"
         if onnx_file.exists():
             session = onnx_session(onnx_file.read_bytes())
@@ -95,15 +114,7 @@ class ServingModel:
             def run(x: np.ndarray) -> np.ndarray:
                 return session.run([out], {inp: x})[0]
 
-            def proba(x: np.ndarray) -> np.ndarray:
-                pool = _inference_pool() if len(x) >= PARALLEL_MIN_ROWS else None
-                if pool is None:
-                    return run(x)
-                slices = range(0, len(x), PARALLEL_SLICE_ROWS)
-                parts = pool.map(run, (x[i : i + PARALLEL_SLICE_ROWS] for i in slices))
-                return np.concatenate(list(parts))
-
-            return cls(name, version, schema, proba, "onnx", snapshot_id)
+            return cls(name, version, schema, _sliced(run), "onnx", snapshot_id)
         if estimator is None:
             raise RuntimeError(f"{name} v{version} has no ONNX export and no estimator given")
         return cls(name, version, schema, estimator.predict_proba, "sklearn", snapshot_id)
@@ -118,7 +129,8 @@ def load_version(registry: Registry, version: str) -> ServingModel:
     info = registry.version(version)
     with tempfile.TemporaryDirectory() as tmp:
         folder = registry.serving_files(version, Path(tmp))
-        estimator = None if (folder / "model.onnx").exists() else registry.load_estimator(version)
+        has_runtime = (folder / FOREST_FILE).exists() or (folder / "model.onnx").exists()
+        estimator = None if has_runtime else registry.load_estimator(version)
         return ServingModel.from_files(
             registry.model_name, version, folder, estimator, snapshot_id=info.snapshot_id
         )

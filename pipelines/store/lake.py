@@ -216,8 +216,13 @@ class Lake:
         return rows[0][0] if rows else None
 
     def snapshot_id(self) -> int:
-        """The id of the latest committed snapshot: what a reader sees now."""
-        return int(self.scalar("SELECT max(snapshot_id) FROM ducklake_snapshots('lake')"))
+        """The id of the latest committed snapshot: what a reader sees now.
+
+        `current_snapshot()` reads one catalog row; `max(snapshot_id)` over
+        `ducklake_snapshots()` built every snapshot's change list first, so its cost grew
+        with the lake's history (3 ms at 1 snapshot, 18-20 ms at 600-900).
+        """
+        return int(self.scalar("SELECT id FROM lake.current_snapshot()"))
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -77,7 +77,7 @@ def test_inspection_filters_and_paging(client: TestClient) -> None:
 def test_health_status_and_prometheus(client: TestClient) -> None:
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model"]["version"] == "1"
-    assert health["model"]["runtime"] == "onnx"
+    assert health["model"]["runtime"] == "forest"
     status = client.get("/api/model-status").json()
     assert status["trained_on_snapshot"] >= 1 and 0.6 < status["metrics"]["accuracy"] <= 1
     assert [f["name"] for f in status["features"]] == list(demo.records(LIVE.head(1))[0])

@@ -54,3 +54,22 @@ def test_huge_integers_are_a_clear_error() -> None:
     for payload in ({"features": [[10**400, 1.0]]}, {"records": [{"f0": 10**400, "f1": 1.0}]}):
         with pytest.raises(SchemaError, match="feature 'f0': expected a finite number"):
             s.columns(**payload)
+
+
+def test_records_are_checked_row_by_row_whatever_their_shape() -> None:
+    from collections import OrderedDict
+
+    s = infer_schema(records=[{"a": 1.0, "b": "x"}])
+    good = [{"a": 1.0, "b": "x"}, {"b": "y", "a": 2.0}]
+    np.testing.assert_array_equal(s.columns(records=good)["a"], [1.0, 2.0])
+    ordered = [OrderedDict(a=3.0, b="z")]  # a dict subclass goes the slow way, to the same end
+    assert s.columns(records=ordered)["b"].tolist() == ["z"]
+    cases = [
+        ([*good, {"a": 1.0, "c": "x"}], r"records\[2\]: unknown feature\(s\) \['c'\]; missing"),
+        ([*good, {"a": 1.0}], r"records\[2\]: missing feature\(s\) \['b'\]"),
+        ([{"a": 1.0, "b": "x", "c": 0}], r"records\[0\]: unknown feature\(s\) \['c'\]"),
+        ([*good, [1.0, "x"]], r"records\[2\] must be an object"),
+    ]
+    for records, message in cases:
+        with pytest.raises(SchemaError, match=message):
+            s.columns(records=records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,8 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from pipelines import demo, models, training
-from pipelines.registry import CHAMPION, Registry
-from pipelines.serving import load_version
+from pipelines.registry import CHAMPION, FOREST_FILE, Registry
+from pipelines.serving import ServingModel, load_version
 from pipelines.store import Store
 from tests.conftest import make_settings
 
@@ -58,14 +59,21 @@ def test_registry_round_trip(trained_copy: Path) -> None:
     # the exact training set can be read back from the recorded snapshot
     rows = store.labeled_rows(info.snapshot_id)
     assert len(rows) == result.n_train + result.n_test
-    # the served (ONNX) model and the logged estimator agree on the held-out-like rows
+    # the served (compiled forest) model and the logged estimator agree on unseen rows
     served = load_version(registry, result.version)
-    assert served.runtime == "onnx" and served.schema.classes == (0, 1)
+    assert served.runtime == "forest" and served.schema.classes == (0, 1)
     x = served.schema.encode(
         served.schema.columns(records=demo.records(demo.demo_split(name="survey").live))
     )
     estimator = registry.load_estimator(result.version)
-    np.testing.assert_allclose(served.predict(x)[1], estimator.predict_proba(x), atol=1e-5)
+    np.testing.assert_allclose(served.predict(x)[1], estimator.predict_proba(x), atol=1e-12)
+    # the ONNX export, served when there is no forest file, agrees too
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = registry.serving_files(result.version, Path(tmp))
+        (folder / FOREST_FILE).unlink()
+        onnx = ServingModel.from_files("m", result.version, folder)
+        assert onnx.runtime == "onnx"
+        np.testing.assert_allclose(onnx.predict(x)[1], estimator.predict_proba(x), atol=1e-5)
 
 
 def test_promote_and_rollback_write_the_audit_trail(trained_copy: Path) -> None:
