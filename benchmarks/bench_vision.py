@@ -1,15 +1,15 @@
 """Image inference benchmark: YOLO11n detection through PyTorch and through ONNX Runtime.
 
 A detector is trained for one epoch on the demo digit canvases (speed does not depend on how
-well it learned) and exported to ONNX at 320 and 640 px. Three runtimes (see ``RUNTIMES``):
-Ultralytics' own ``YOLO.predict``, driftlab's Predictor on torch, and the Predictor on ONNX
-Runtime. Each (runtime, size, threads) run is its own subprocess, so one runtime's thread pool
+well it learned), exported to ONNX at 320 and 640 px and quantized to int8. Four runtimes (see
+``RUNTIMES``): Ultralytics' own ``YOLO.predict``, driftlab's Predictor on torch, and the
+Predictor on ONNX Runtime, float and int8. Each (runtime, size, threads) run is its own subprocess, so one runtime's thread pool
 never competes with another's and the ONNX process never imports torch (as an ONNX-only server
 would not); the runtimes alternate over three rounds, so a busy spell on shared cores lands on
 all of them. A prediction is one 640×480 RGB frame in, detections out (letterbox, network,
 confidence filter, NMS). Printed: predictions per second (one image at a time, so 1000 / mean
-latency), p50 and p99 latency, and each torch runtime's latency over ONNX's (target: ONNX at
-least 2× torch).
+latency), p50 and p99 latency, and each torch runtime's latency over each ONNX one's (target:
+ONNX at least 2× torch).
 
 Usage::
 
@@ -62,19 +62,25 @@ def build_models(workdir: Path) -> dict[str, Path]:
         data_yaml, workdir / "runs", task="detect", epochs=1, imgsz=128, batch=8, val=False
     )
     models = {"pt": result.weights}
+    others = data.make_detection_set(32, size=FRAME_W, seed=3)  # not the timed frames (seed 7)
+    calibration = [item.image[:FRAME_H] for item in others]
     for size in SIZES:
         models[f"onnx{size}"] = yolo.export_onnx(
             result.weights, imgsz=size, dest=workdir / f"detect-{size}.onnx"
         )
+        models[f"onnx-int8{size}"] = yolo.quantize_onnx(
+            models[f"onnx{size}"], calibration, workdir / f"detect-{size}-int8.onnx"
+        )
     return models
 
 
-RUNTIMES = ("ultralytics", "torch", "onnx")
+RUNTIMES = ("ultralytics", "torch", "onnx", "onnx-int8")
 """`ultralytics`: the model's own ``YOLO.predict`` on the ``.pt``, as Ultralytics users run it
 (it pads a frame to a multiple of 32, not to a square); `torch`: driftlab's Predictor on the same
 ``.pt``, fused and under ``inference_mode``, with driftlab's letterbox and NMS (the strict
 baseline: it differs from `onnx` in the network's runtime only); `onnx`: the Predictor on
-ONNX Runtime, what the API and the edge client serve."""
+ONNX Runtime, what the API and the edge client serve; `onnx-int8`: the Predictor on the int8
+export (`yolo.quantize_onnx`, calibrated on 32 other demo frames)."""
 
 
 def worker(runtime: str, model: Path, size: int, threads: int, repeats: int) -> dict:
@@ -132,7 +138,7 @@ def compare(
     for _ in range(rounds):
         means = {}
         for runtime in RUNTIMES:
-            model = models[f"onnx{size}"] if runtime == "onnx" else models["pt"]
+            model = models[f"{runtime}{size}"] if runtime.startswith("onnx") else models["pt"]
             got = run_case(runtime, model, size, threads, max(repeats // rounds, 5), env)
             pooled[runtime] += got["latencies_ms"]
             means[runtime] = float(np.mean(got["latencies_ms"]))
@@ -286,30 +292,40 @@ def main(quick: bool = False, argv: list[str] | None = None) -> None:
         )
         print(
             f"{'size':>5} {'threads':>7} {'runtime':>11} {'pred/s':>8} {'p50 ms':>8} "
-            f"{'p99 ms':>8} {'onnx is':>9}  per round"
+            f"{'p99 ms':>8} {'/ onnx':>8} {'/ int8':>8}  per round (/ onnx, / int8)"
         )
         missed = []
         for threads in thread_options:
             for size in SIZES:
                 pooled, per_round = compare(models, size, threads, repeats, rounds, env)
-                onnx_mean = pooled["onnx"].mean()
                 for runtime in RUNTIMES:
                     ms = pooled[runtime]
-                    ratio = ms.mean() / onnx_mean
-                    rounds_txt = " ".join(f"{r[runtime] / r['onnx']:.2f}x" for r in per_round)
+                    ratios = [ms.mean() / pooled[o].mean() for o in ("onnx", "onnx-int8")]
+                    rounds_txt = " ".join(
+                        f"{r[runtime] / r['onnx']:.2f}/{r[runtime] / r['onnx-int8']:.2f}"
+                        for r in per_round
+                    )
                     print(
                         f"{size:>5} {threads:>7} {runtime:>11} {1000 / ms.mean():>8.1f} "
                         f"{np.percentile(ms, 50):>8.1f} {np.percentile(ms, 99):>8.1f} "
-                        + (f"{ratio:>8.2f}x  {rounds_txt}" if runtime != "onnx" else "")
+                        + (
+                            f"{ratios[0]:>7.2f}x {ratios[1]:>7.2f}x  {rounds_txt}"
+                            if not runtime.startswith("onnx")
+                            else ""
+                        )
                     )
                 for baseline in ("ultralytics", "torch"):
-                    ratio = pooled[baseline].mean() / onnx_mean
-                    if ratio < TARGET_RATIO:
-                        missed.append(f"{size} px / {threads} threads vs {baseline}: {ratio:.2f}x")
+                    for onnx in ("onnx", "onnx-int8"):
+                        ratio = pooled[baseline].mean() / pooled[onnx].mean()
+                        if ratio < TARGET_RATIO:
+                            missed.append(
+                                f"{onnx} at {size} px / {threads} threads vs {baseline}: "
+                                f"{ratio:.2f}x"
+                            )
         print(
-            f"'onnx is' = that runtime's mean latency / ONNX's, pooled over {rounds} alternating "
-            f"rounds (each round's ratio after it); target >= {TARGET_RATIO:.0f}x. "
-            f"{'Missed: ' + '; '.join(missed) if missed else 'Met everywhere.'}"
+            f"'/ onnx', '/ int8' = that runtime's mean latency over ONNX float's, ONNX int8's, "
+            f"pooled over {rounds} alternating rounds (each round's ratios after them); target "
+            f">= {TARGET_RATIO:.0f}x. {'Missed: ' + '; '.join(missed) if missed else 'Met.'}"
         )
         bench_api_and_edge(workdir, models, quick=quick)
     finally:

@@ -27,6 +27,7 @@ FOREST_FILE = "forest.npz"  # pipelines.forest.CompiledForest: what serving runs
 CHAMPION, CHALLENGER = "champion", "challenger"
 # A vision version's serving folder: metadata, PyTorch weights, ONNX export.
 VISION_META, VISION_WEIGHTS, VISION_ONNX = "vision.json", "best.pt", "model.onnx"
+VISION_ONNX_INT8 = "model-int8.onnx"  # served instead of VISION_ONNX when registered
 
 
 def quiet_mlflow_env() -> None:
@@ -219,6 +220,7 @@ class Registry:
         *,
         weights: Path,
         onnx_file: Path | None,
+        int8_file: Path | None = None,
         task: str,
         names: list[str],
         imgsz: int,
@@ -233,6 +235,8 @@ class Registry:
         Args:
             weights: The ``.pt`` to serve with PyTorch and to fine-tune the next model from.
             onnx_file: Its ONNX export (served when present; several times faster on CPU).
+            int8_file: Its int8 export (`yolo.quantize_onnx`), served instead of the float one:
+                register it only once it agrees with it.
             task: "detect" or "classify".
             names: Class names by index.
             imgsz: Input side it was trained at.
@@ -256,6 +260,8 @@ class Registry:
                 (folder / VISION_WEIGHTS).write_bytes(Path(weights).read_bytes())
                 if onnx_file is not None:
                     (folder / VISION_ONNX).write_bytes(Path(onnx_file).read_bytes())
+                if int8_file is not None:
+                    (folder / VISION_ONNX_INT8).write_bytes(Path(int8_file).read_bytes())
                 mlflow.log_artifacts(str(folder), artifact_path=SERVING_DIR)
             source = f"{run.info.artifact_uri}/{SERVING_DIR}"
         try:

@@ -145,6 +145,18 @@ class Settings(BaseSettings):
     vision_conf: float = Field(
         0.25, gt=0, lt=1, description="Detections below this confidence are dropped."
     )
+    vision_int8: bool = Field(
+        False,
+        description="Also register an int8 ONNX export of each vision retrain (2.5-3x the torch "
+        "path on CPU) and serve it when it agrees with the float export (see next).",
+    )
+    vision_int8_min_agreement: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Share of the float export's boxes (classes, for a classifier) on the "
+        "held-out images that the int8 export must reproduce to be served.",
+    )
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -288,7 +288,8 @@ def evaluate(
             for box in item.boxes:
                 support[box.cls] += 1
                 if any(
-                    d.cls == box.cls and _iou(d.box, (box.x1, box.y1, box.x2, box.y2)) >= MATCH_IOU
+                    d.cls == box.cls
+                    and yolo.box_iou(d.box, (box.x1, box.y1, box.x2, box.y2)) >= MATCH_IOU
                     for d in result.detections
                 ):
                     found[box.cls] += 1
@@ -307,12 +308,35 @@ def evaluate(
     return out
 
 
-def _iou(a: Sequence[float], b: Sequence[float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+def int8_export(
+    onnx_file: Path,
+    train: Sequence[Any],
+    held_out: Sequence[Any],
+    min_agreement: float,
+    workdir: Path,
+    *,
+    calibration_images: int = 32,
+) -> tuple[Path | None, dict[str, float]]:
+    """The int8 export calibrated on training images, and whether it may be served: it must
+    reproduce `min_agreement` of the float export's answers on the held-out images.
+
+    Returns the file (None when it fell short) and the figures, logged with the version.
+    """
+    calibration = [load_stored_path(i.image) for i in list(train)[:calibration_images]]
+    int8_file = yolo.quantize_onnx(onnx_file, calibration, workdir / "model-int8.onnx")
+    images = [load_stored_path(i.image) for i in held_out]
+    figures = yolo.agreement(
+        yolo.Predictor.from_onnx(onnx_file), yolo.Predictor.from_onnx(int8_file), images
+    )
+    served = figures["matched"] >= min_agreement
+    if not served:
+        logger.warning(
+            "int8 export reproduces %.0f%% of the float export's answers (< %.0f%%): not served",
+            100 * figures["matched"],
+            100 * min_agreement,
+        )
+    metrics = {f"int8_{k}": v for k, v in figures.items()} | {"int8_served": float(served)}
+    return (int8_file if served else None), metrics
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -415,9 +439,16 @@ def _fine_tune_and_gate(
         **overrides,
     )
     onnx_file = yolo.export_onnx(result.weights, imgsz=imgsz, dest=workdir / "model.onnx")
+    int8_file = None
+    if settings.vision_int8:
+        int8_file, int8_metrics = int8_export(
+            onnx_file, data.train, data.fixed, settings.vision_int8_min_agreement, workdir
+        )
+        result.metrics.update(int8_metrics)
     version = registry.log_vision_model(
         weights=result.weights,
         onnx_file=onnx_file,
+        int8_file=int8_file,
         task=task,
         names=list(names),
         imgsz=imgsz,

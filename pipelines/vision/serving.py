@@ -35,7 +35,13 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.predicting import Band
-from pipelines.registry import VISION_META, VISION_ONNX, VISION_WEIGHTS, Registry
+from pipelines.registry import (
+    VISION_META,
+    VISION_ONNX,
+    VISION_ONNX_INT8,
+    VISION_WEIGHTS,
+    Registry,
+)
 from pipelines.store.ids import prediction_ids
 from pipelines.store.spool import PredictionLog
 from pipelines.store.store import Store, _arrow_schema
@@ -151,8 +157,10 @@ def load_vision_version(
     info = registry.version(version)
     folder = version_folder(cache_dir, registry, version)
     meta = json.loads((folder / VISION_META).read_text())
-    onnx_file = folder / VISION_ONNX
-    if onnx_file.exists():
+    int8_file, onnx_file = folder / VISION_ONNX_INT8, folder / VISION_ONNX
+    if int8_file.exists():  # registered only after it agreed with the float export
+        predictor = Predictor.from_onnx(int8_file, threads=threads)
+    elif onnx_file.exists():
         predictor = Predictor.from_onnx(onnx_file, threads=threads)
     else:
         predictor = Predictor.from_weights(folder / VISION_WEIGHTS, imgsz=int(meta["imgsz"]))

@@ -271,13 +271,15 @@ def test_edge_log_is_idempotent(vclient: TestClient) -> None:
     assert metrics["per_class"]["3"]["count"] == 1
 
 
-def test_fine_tune_gate_promote_and_hot_reload(vclient: TestClient) -> None:
+def test_fine_tune_gate_promote_and_hot_reload(vclient: TestClient, tmp_path: Path) -> None:
     st = state(vclient)
     s = st.settings
     assert st.vision.model.version == "1"
     registry = Registry.vision_from_settings(s)
+    # With an int8 export, served whatever its agreement (a one-epoch model's boxes are noise).
+    int8 = s.model_copy(update={"vision_int8": True, "vision_int8_min_agreement": 1e-9})
     final = retrain.run(
-        s,
+        int8,
         st.store,
         registry,
         epochs=1,
@@ -294,6 +296,10 @@ def test_fine_tune_gate_promote_and_hot_reload(vclient: TestClient) -> None:
         assert "map50_95" in final["metrics"][who]["fixed"]
     assert any("map50_95" in r for r in final["decision"]["reasons"])
     assert registry.version("2").params["started_from"] == "v1"  # fine-tuned from the champion
+    metrics = registry.version("2").metrics
+    assert metrics["int8_served"] == 1.0 and 0 <= metrics["int8_matched"] <= 1
+    files = {p.name for p in registry.serving_files("2", tmp_path).iterdir()}
+    assert {"model.onnx", "model-int8.onnx", "best.pt"} <= files
     assert final["status"] == ("promoted" if final["decision"]["promote"] else "rejected")
     if final["status"] == "promoted":
         assert registry.alias_version(CHAMPION) == "2"
@@ -301,6 +307,8 @@ def test_fine_tune_gate_promote_and_hot_reload(vclient: TestClient) -> None:
         while st.vision.model.version != "2" and time.monotonic() < deadline:
             time.sleep(0.1)
         assert st.vision.model.version == "2"  # hot-reloaded, no restart
+        assert st.vision.model.predictor.runtime == "onnx"  # the int8 export
+        assert (st.vision.model.folder / "model-int8.onnx").exists()
         assert vclient.get("/api/vision/model").json()["version"] == "2"
     runs = st.store.retraining_runs(limit=1)
     assert runs[0]["model_name"] == s.vision_model_name and runs[0]["status"] == final["status"]
@@ -402,9 +410,15 @@ def test_classification_loop_end_to_end(tmp_path: Path) -> None:
     )
     store = Store.open(settings)
     retrain.seed_demo(store, settings, task="classify", n_train=20, n_val=10, size=side)
-    first = retrain.run(settings, store, epochs=1, imgsz=side, batch=16, trigger="bootstrap")
+    int8 = settings.model_copy(update={"vision_int8": True})  # served only if it agrees
+    first = retrain.run(int8, store, epochs=1, imgsz=side, batch=16, trigger="bootstrap")
     store.close()
     assert first["status"] == "promoted" and first["metrics"]["primary_metric"] == "top1"
+    registry = Registry.vision_from_settings(settings)
+    metrics = registry.version(first["candidate_version"]).metrics
+    folder = registry.serving_files(first["candidate_version"], tmp_path / "files")
+    served = (folder / "model-int8.onnx").exists()
+    assert served == (metrics["int8_matched"] >= 0.9) == (metrics["int8_served"] == 1.0)
 
     images = vdata.make_classification_set(3, split="test", size=side, seed=4)
     with TestClient(create_app(settings)) as client:

@@ -160,3 +160,47 @@ def test_nms_matches_the_textbook_rule() -> None:
     # IoU(0, 1) = 81/119 = 0.68; IoU(3, 0) = 0.9.
     assert yolo.nms(boxes, scores, 0.7).tolist() == [3, 1, 2]
     assert yolo.nms(boxes, scores, 0.5).tolist() == [3, 2]
+
+
+def test_int8_export_keeps_the_head_float_and_close_to_the_float_export(
+    detector: tuple, workdir: Path
+) -> None:
+    import onnx
+
+    result, _, val = detector
+    fp32_path = yolo.export_onnx(result.weights, dest=workdir / "int8" / "det.onnx")
+    calibration = [i.image for i in data.make_detection_set(8, split="train", size=64, seed=5)]
+    int8_path = yolo.quantize_onnx(fp32_path, calibration, workdir / "int8" / "det-int8.onnx")
+    fp32, int8 = yolo.Predictor.from_onnx(fp32_path), yolo.Predictor.from_onnx(int8_path)
+    assert (int8.task, int8.imgsz, int8.names) == ("detect", 64, data.DIGIT_NAMES)
+    graph = onnx.load(str(int8_path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("QuantizeLinear") > 50  # the backbone is int8 …
+    producer = next(n for n in graph.node if graph.output[0].name in n.output)
+    assert producer.op_type == "Concat"  # … the decode that mixes boxes and scores is not
+    assert not any(n.name.endswith("-prepared.onnx") for n in (workdir / "int8").iterdir())
+    for item in val:
+        a, b = fp32.raw(item.image)[0], int8.raw(item.image)[0]
+        assert np.abs(a[:4] - b[:4]).mean() < 2.0  # box coordinates, in pixels of 64
+        assert np.abs(a[4:] - b[4:]).mean() < 0.02  # class scores
+    same = yolo.agreement(fp32, fp32, [i.image for i in val], conf=0.0)
+    assert same["matched"] == 1.0 and same["confidence_gap"] == 0.0 and same["compared"] > 0
+    with pytest.raises(ValueError, match="calibration images"):
+        yolo.quantize_onnx(fp32_path, [], workdir / "int8" / "none.onnx")
+
+
+def test_box_agreement_counts_moved_boxes_as_missed(detector: tuple) -> None:
+    result, _, val = detector
+    torch_side = yolo.Predictor.from_weights(result.weights)
+
+    def shifted(batch: np.ndarray) -> np.ndarray:
+        out = torch_side.forward(batch).copy()
+        out[:, 0] += 1000.0  # every box far to the right: clipped to nothing, no IoU left
+        return out
+
+    moved = yolo.Predictor(
+        shifted, task="detect", names=torch_side.names, imgsz=torch_side.imgsz, runtime="torch"
+    )
+    images = [i.image for i in val]
+    got = yolo.agreement(torch_side, moved, images, conf=0.0)
+    assert got["compared"] > 0 and got["matched"] == 0.0
