@@ -7,6 +7,7 @@ Every payload is validated here, so the API, the notebooks and the CLI give the 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -274,11 +275,13 @@ def _checked_matrix_or_none(features: list[list[Any]], names: list[str]) -> np.n
             raise SchemaError(
                 f"features[{i}] has {len(row)} values, expected {width} ({', '.join(names)})"
             )
-    try:
+    try:  # fails fast on the first text that is not a number
         matrix = np.array(features, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         return None
-    if any(type(v) is bool for row in features for v in row):
+    # Only JSON numbers: numpy also read "1.5" as 1.5 and True as 1.0, which a numeric feature
+    # must refuse (the per-column checks then name the value).
+    if not set(map(type, itertools.chain.from_iterable(features))) <= _NUMBER_TYPES:
         return None
     return matrix
 

@@ -73,3 +73,12 @@ def test_records_are_checked_row_by_row_whatever_their_shape() -> None:
     for records, message in cases:
         with pytest.raises(SchemaError, match=message):
             s.columns(records=records)
+
+
+def test_numeric_features_refuse_numeric_strings_and_booleans() -> None:
+    """numpy reads "1.5" as 1.5 and True as 1.0: an all-number schema must not let it."""
+    s = infer_schema(features=[[1.0, 2.0]])
+    np.testing.assert_array_equal(s.columns(features=[[1, 2.5]])["f1"], [2.5])
+    for bad, shown in (("1.5", "'1.5'"), (True, "True"), (None, "None")):
+        with pytest.raises(SchemaError, match=f"row 1, feature 'f0': .* got {shown}"):
+            s.columns(features=[[1.0, 2.0], [bad, 2.0]])
