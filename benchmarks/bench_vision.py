@@ -1,14 +1,14 @@
 """Image inference benchmark: YOLO11n detection through PyTorch and through ONNX Runtime.
 
-A detector is trained for one epoch on the demo digit canvases (speed does not depend on how
-well it learned), exported to ONNX at 320 and 640 px and quantized to int8. Four runtimes (see
-``RUNTIMES``): Ultralytics' own ``YOLO.predict``, driftlab's Predictor on torch, and the
-Predictor on ONNX Runtime, float and int8. Each (runtime, size, threads) run is its own subprocess, so one runtime's thread pool
-never competes with another's and the ONNX process never imports torch (as an ONNX-only server
-would not); the runtimes alternate over three rounds, so a busy spell on shared cores lands on
-all of them. A prediction is one 640×480 RGB frame in, detections out (letterbox, network,
-confidence filter, NMS). Printed: predictions per second (one image at a time, so 1000 / mean
-latency), p50 and p99 latency, and each torch runtime's latency over each ONNX one's (target:
+A detector is trained for one epoch on the demo digit canvases (speed does not depend on how well
+it learned), exported to ONNX at 320 and 640 px and quantized to int8. Four runtimes (see
+``RUNTIMES``): Ultralytics' own ``YOLO.predict``, driftlab's Predictor on torch, and the Predictor
+on ONNX Runtime, float and int8. Each (runtime, size, threads) run is its own subprocess, so one
+runtime's thread pool never competes with another's and the ONNX process never imports torch (as an
+ONNX-only server would not); the runtimes alternate over three rounds, so a busy spell on shared
+cores lands on all of them. A prediction is one 640×480 RGB frame in, detections out (letterbox,
+network, confidence filter, NMS). Printed: predictions per second (one image at a time, so 1000 /
+mean latency), p50 and p99 latency, and each torch runtime's latency over each ONNX one's (target:
 ONNX at least 2× torch).
 
 Usage::

@@ -7,7 +7,7 @@ renumbered so that a node's right child sits just after its left child, and a le
 itself: a row then takes `max_depth` identical steps, `node = child[node] + (x > threshold)`,
 with no branch, and the rows of a block are walked level by level, each step independent of
 the other rows' (the CPU overlaps their memory loads). Measured with the survey forest, 10k
-rows, one thread: ONNX Runtime 55-60 ms, this kernel 27-30 ms (`benchmarks/bench_serving.py`
+rows, one thread: ONNX Runtime 55-60 ms, this kernel 25-28 ms (`benchmarks/bench_serving.py`
 prints the end-to-end figure).
 
 The probabilities are scikit-learn's own: the same float64 leaf fractions, summed tree by tree
