@@ -71,12 +71,12 @@ def predict_many(
             f.name: np.concatenate([c[f.name] for c, _ in requests]) for f in schema.features
         }
     index, proba = model.predict(schema.encode(columns))
-    # Plain lists from here on: the log line and the answers share them (one conversion each).
+    # Plain lists for the answers (one conversion each; the log line shares the flat ones).
     labels = [classes[i] for i in index.tolist()]
     confidence = proba.max(axis=1)  # the probability of the argmax class
     uncertain = band.uncertain(confidence).tolist()
     confidence_list = confidence.tolist()
-    proba_list = proba.tolist()
+    proba_list = proba.tolist()  # one small list per row: the answers' only, see `log.append`
     done, ts = time.perf_counter(), time.time()
     answers, ids, latency_ms = [], [], []
     start = 0
@@ -103,10 +103,13 @@ def predict_many(
             "ts": ts,
             "model_name": model.name,
             "model_version": model.version,
-            "features": {k: v.tolist() for k, v in columns.items()},
+            # Arrays, not lists: the buffer holds up to `flush_interval` seconds of rows, and
+            # a list per row (the probabilities) or per value kept the cyclic GC scanning
+            # 100k+ objects in every collection (70-100 ms stalls under 10k-row batches).
+            "features": columns,
             "prediction": [str(v) for v in labels],
-            "confidence": confidence_list,
-            "probabilities": proba_list,
+            "confidence": confidence,
+            "probabilities": proba,
             "latency_ms": latency_ms,
             "uncertain": uncertain,
         }

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from pipelines.schema import FeatureSchema
+from pipelines.schema import NUMERIC, Feature, FeatureSchema
 from pipelines.settings import Settings
 from pipelines.store.store import Store
 
@@ -106,7 +106,7 @@ class PredictionLog:
 
     def append(self, chunk: dict[str, Any]) -> None:
         """Make a chunk durable (spool) and queue it for the lake. Returns once it is safe."""
-        line = orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        line = orjson.dumps(chunk, default=_as_list, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
         with self._lock:
             if self._fd is None:
                 raise RuntimeError("prediction log is not started")
@@ -248,13 +248,21 @@ def _without(chunk: dict[str, Any], present: set[str]) -> dict[str, Any]:
     return out
 
 
+def _as_list(value: Any) -> Any:
+    """orjson's fallback: numpy arrays it does not write itself (text, strided views)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def chunks_to_table(chunks: list[dict[str, Any]], schema: FeatureSchema) -> pa.Table:
     """Concatenate column-wise chunks into one Arrow table shaped like `lake.predictions`.
 
-    The flusher runs this inside the API process, so it is built to cost little CPU: per-row
-    columns are chained into one list each (C-speed), per-chunk values (ts, model) are converted
-    once per chunk and repeated with `take`, and the probability rows become one flat float
-    array with offsets instead of a list of Python lists for Arrow to walk.
+    The flusher runs this inside the API process, so it is built to cost little CPU. A chunk
+    from `append` holds numpy arrays (features, confidence, the probability matrix), which are
+    concatenated as arrays; one replayed from the spool holds the same values as JSON lists,
+    which numpy reads the same way. Per-chunk values (ts, model) are converted once per chunk
+    and repeated with `take`.
     """
     chain = itertools.chain.from_iterable
     counts = np.fromiter((len(c["ids"]) for c in chunks), np.int64, len(chunks))
@@ -263,8 +271,15 @@ def chunks_to_table(chunks: list[dict[str, Any]], schema: FeatureSchema) -> pa.T
     def rows(key: str) -> list[Any]:
         return list(chain(c[key] for c in chunks))
 
+    def array(key: str, dtype: type) -> np.ndarray:
+        return np.concatenate([np.asarray(c[key], dtype=dtype) for c in chunks])
+
     def per_chunk(values: list[Any], type_: pa.DataType) -> pa.Array:
         return pa.array(values, type_).take(owner)
+
+    def feature(feat: Feature) -> np.ndarray:
+        kind = float if feat.kind == NUMERIC else object
+        return np.concatenate([np.asarray(c["features"][feat.name], dtype=kind) for c in chunks])
 
     ts = [dt.datetime.fromtimestamp(c["ts"], dt.UTC) for c in chunks]
     image_refs = [c.get("image_ref") or itertools.repeat(None, len(c["ids"])) for c in chunks]
@@ -275,23 +290,25 @@ def chunks_to_table(chunks: list[dict[str, Any]], schema: FeatureSchema) -> pa.T
             "model_name": per_chunk([c["model_name"] for c in chunks], pa.string()),
             "model_version": per_chunk([c["model_version"] for c in chunks], pa.string()),
             "prediction": pa.array(rows("prediction"), pa.string()),
-            "confidence": pa.array(rows("confidence"), pa.float64()),
+            "confidence": pa.array(array("confidence", float)),
             "probabilities": _probabilities(chunks),
-            "latency_ms": pa.array(rows("latency_ms"), pa.float64()),
-            "uncertain": pa.array(rows("uncertain"), pa.bool_()),
+            "latency_ms": pa.array(array("latency_ms", float)),
+            "uncertain": pa.array(array("uncertain", bool)),
             "image_ref": pa.array(list(chain(image_refs)), pa.string()),
-            "features": schema.to_arrow(
-                {name: list(chain(c["features"][name] for c in chunks)) for name in schema.names}
-            ),
+            "features": schema.to_arrow({f.name: feature(f) for f in schema.features}),
         }
     )
 
 
 def _probabilities(chunks: list[dict[str, Any]]) -> pa.ListArray:
-    """All chunks' probability rows as one list<double> array: flat values plus offsets."""
-    chain = itertools.chain.from_iterable
-    widths = [len(p) for c in chunks for p in c["probabilities"]]
-    values = np.fromiter(chain(chain(c["probabilities"] for c in chunks)), np.float64, sum(widths))
+    """All chunks' probability rows as one list<double> array: flat values plus offsets.
+
+    A chunk's rows all have one width (its model's classes); chunks of models with other
+    classes may differ."""
+    widths = np.concatenate(
+        [np.full(len(c["ids"]), np.shape(c["probabilities"])[1]) for c in chunks]
+    )
+    values = np.concatenate([np.ravel(np.asarray(c["probabilities"], float)) for c in chunks])
     offsets = np.zeros(len(widths) + 1, dtype=np.int32)
     np.cumsum(widths, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))

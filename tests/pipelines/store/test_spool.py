@@ -86,3 +86,43 @@ def test_a_live_process_spool_is_not_replayed(store: Store, tmp_path: Path) -> N
     assert other.replay_orphans() == 0
     live.close()
     assert store.existing_prediction_ids(["l1"]) == {"l1"}
+
+
+def test_a_chunk_of_arrays_and_its_replayed_spool_line_make_the_same_rows(
+    tmp_path: Path,
+) -> None:
+    """`append` keeps numpy arrays (a text feature as an object array, the probabilities as a
+    matrix, strided columns of a transposed matrix); replay reads the same values back from
+    the JSON line as lists. Both must land in the lake as the same rows."""
+    import numpy as np
+    import orjson
+
+    from pipelines.schema import CATEGORICAL, Feature, FeatureSchema
+    from pipelines.store.spool import chunks_to_table
+
+    schema = FeatureSchema((Feature("x"), Feature("city", CATEGORICAL, ("a", "b"))))
+    matrix = np.array([[1.5, 0.0], [2.0, 0.0], [-3.25, 0.0]])
+    live = {
+        **chunk(["p0", "p1", "p2"]),
+        "features": {"x": matrix.T[0], "city": np.array(["a", "b", "zz"], dtype=object)},
+        "confidence": np.array([0.6, 0.7, 0.95]),
+        "probabilities": np.array([[0.6, 0.4], [0.3, 0.7], [0.05, 0.95]]),
+        "uncertain": [True, False, False],
+    }
+    store = Store.open(Settings(data_dir=tmp_path))
+    ingest(store, records=[{"x": 1.0, "city": "a"}, {"x": 2.0, "city": "b"}], labels=[0, 1])
+    log = PredictionLog(store, tmp_path / "spool", flush_interval=3600)
+    log.start()
+    log.append(live)
+    (segment,) = (tmp_path / "spool").iterdir()
+    (replayed,) = [orjson.loads(line) for line in segment.read_bytes().splitlines()]
+    assert replayed["features"] == {"x": [1.5, 2.0, -3.25], "city": ["a", "b", "zz"]}
+    assert replayed["probabilities"] == [[0.6, 0.4], [0.3, 0.7], [0.05, 0.95]]
+    second = {**replayed, "ids": ["q0", "q1", "q2"], "probabilities": [[1.0, 0.0]] * 3}
+    table = chunks_to_table([live, second], schema)
+    assert table.equals(chunks_to_table([replayed, second], schema))
+    assert table.column("probabilities").to_pylist()[2:4] == [[0.05, 0.95], [1.0, 0.0]]
+    assert table.column("features").to_pylist()[2] == {"x": -3.25, "city": "zz"}
+    assert table.column("uncertain").to_pylist() == [True, False, False] * 2
+    log.close()  # the live chunk's flush goes through the same conversion
+    assert store.existing_prediction_ids(["p0", "p1", "p2"]) == {"p0", "p1", "p2"}
