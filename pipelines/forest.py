@@ -6,9 +6,11 @@ mispredicted branch at every level costs more than the comparison. Here every tr
 renumbered so that a node's right child sits just after its left child, and a leaf points to
 itself: a row then takes `max_depth` identical steps, `node = child[node] + (x > threshold)`,
 with no branch, and the rows of a block are walked level by level, each step independent of
-the other rows' (the CPU overlaps their memory loads). Measured with the survey forest, 10k
-rows, one thread: ONNX Runtime 55-60 ms, this kernel 25-28 ms (`benchmarks/bench_serving.py`
-prints the end-to-end figure).
+the other rows' (the CPU overlaps their memory loads). Every index is unsigned: numba wraps a
+negative signed index, so each signed load carried a compare and an add, and the same kernel
+took 24-26 ms instead of 10. Measured with the survey forest, 10k rows, one thread: ONNX
+Runtime 55-60 ms, this kernel 10 ms (`benchmarks/bench_serving.py` prints the end-to-end
+figure).
 
 The probabilities are scikit-learn's own: the same float64 leaf fractions, summed tree by tree
 and divided by the number of trees (`tests/pipelines/test_forest.py` checks them to 1e-12).
@@ -30,11 +32,11 @@ _BLOCK_ROWS = 512  # rows walked together: enough independent loads to overlap, 
 class CompiledForest:
     """A fitted single-output tree classifier (a forest or one tree) as flat node arrays."""
 
-    child: np.ndarray  # int32, left child's global index; a leaf's own index
-    feature: np.ndarray  # int32, the feature a node tests (0 for a leaf)
+    child: np.ndarray  # uint32, left child's global index; a leaf's own index
+    feature: np.ndarray  # uint32, the feature a node tests (0 for a leaf)
     threshold: np.ndarray  # float32, largest float32 <= scikit-learn's threshold; +inf at leaves
     value: np.ndarray  # float64 (nodes, classes), class fractions at leaves
-    roots: np.ndarray  # int32, each tree's root
+    roots: np.ndarray  # uint32, each tree's root
     depth: int
 
     @classmethod
@@ -59,7 +61,7 @@ class CompiledForest:
             feature=np.concatenate([p[1] for p in parts]),
             threshold=np.concatenate([p[2] for p in parts]),
             value=np.concatenate([p[3] for p in parts]),
-            roots=offsets.astype(np.int32),
+            roots=offsets.astype(np.uint32),
             depth=max(t.tree_.max_depth for t in trees),
         )
 
@@ -74,7 +76,10 @@ class CompiledForest:
     def load(cls, path: Path) -> CompiledForest:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {f.name: npz[f.name] for f in fields(cls) if f.name != "depth"}
-            return cls(depth=int(npz["depth"]), **arrays)
+            depth = int(npz["depth"])
+        for index in ("child", "feature", "roots"):  # files written before 2026-11-23: int32
+            arrays[index] = arrays[index].astype(np.uint32, copy=False)
+        return cls(depth=depth, **arrays)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (rows, classes) for a float32 matrix, as `predict_proba`.
@@ -108,7 +113,7 @@ def _flatten(tree: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     threshold[is_leaf] = np.inf
     value = tree.value[order_arr, 0, :].astype(np.float64)
     value /= value.sum(axis=1, keepdims=True)  # fractions, as DecisionTreeClassifier.predict_proba
-    return child.astype(np.int32), feature.astype(np.int32), threshold, value
+    return child.astype(np.uint32), feature.astype(np.uint32), threshold, value
 
 
 def _float32_at_most(threshold: np.ndarray) -> np.ndarray:
@@ -132,7 +137,7 @@ def _kernel() -> Any:
         @njit(nogil=True, cache=True)
         def walk(x, child, feature, threshold, value, roots, depth, out):  # type: ignore[no-untyped-def]
             n, k = x.shape[0], value.shape[1]
-            nodes = np.empty(_BLOCK_ROWS, np.int32)
+            nodes = np.empty(_BLOCK_ROWS, np.uint32)
             for lo in range(0, n, _BLOCK_ROWS):
                 m = min(n - lo, _BLOCK_ROWS)
                 for root in roots:
@@ -140,7 +145,10 @@ def _kernel() -> Any:
                     for _ in range(depth):
                         for i in range(m):
                             node = nodes[i]
-                            nodes[i] = child[node] + (x[lo + i, feature[node]] > threshold[node])
+                            row = np.uint64(lo + i)
+                            nodes[i] = child[node] + np.uint32(
+                                x[row, feature[node]] > threshold[node]
+                            )
                     for i in range(m):
                         for c in range(k):
                             out[lo + i, c] += value[nodes[i], c]

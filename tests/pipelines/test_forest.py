@@ -98,3 +98,10 @@ def test_file_round_trip(digits, tmp_path: Path) -> None:
     loaded = CompiledForest.load(path)
     assert loaded.depth == forest.depth
     np.testing.assert_array_equal(loaded.predict_proba(x), forest.predict_proba(x))
+    # Files registered before the indexes became unsigned hold them as int32.
+    old = {k: getattr(forest, k) for k in ("child", "feature", "threshold", "value", "roots")}
+    old.update({k: old[k].astype(np.int32) for k in ("child", "feature", "roots")})
+    np.savez(path, depth=np.int64(forest.depth), **old)
+    older = CompiledForest.load(path)
+    assert older.child.dtype == np.uint32
+    np.testing.assert_allclose(older.predict_proba(x), estimator.predict_proba(x), atol=1e-12)
