@@ -1,10 +1,15 @@
 """Durable, batched prediction logging: a local append-only spool in front of the lake.
 
-The API acknowledges a prediction only after its log line is written to the spool file (an
+The API acknowledges a prediction only after its log record is written to the spool file (an
 `os.write` to the page cache: it survives `kill -9` of the process). A background thread moves
-the buffered lines to the lake in one commit every `flush_interval` seconds, then deletes that
-spool segment. At start-up, segments left by a dead process are replayed (rows already in the
-lake are skipped, so a crash between commit and delete duplicates nothing).
+the buffered records to the lake in one commit every `flush_interval` seconds, then deletes
+that spool segment. At start-up, segments left by a dead process are replayed (rows already in
+the lake are skipped, so a crash between commit and delete duplicates nothing).
+
+A segment (`.spool`) is a sequence of records, each a 9-byte header (a tag, the payload's
+length) and its payload: `j` a chunk as JSON, `a` a prepared chunk's table as an Arrow IPC
+stream (writing it is a copy of its buffers: 0.1 ms for 10k rows, where its JSON took 2.9 ms).
+Segments of earlier versions (`.ndjson`, one JSON chunk per line) are still replayed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import fcntl
 import itertools
 import logging
 import os
+import struct
 import threading
 from pathlib import Path
 from typing import Any, Self
@@ -30,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 _PREFIX = "predictions-"
 
+PREPARE_MIN_ROWS = 256
+"""Chunks of at least this many rows are converted to Arrow when logged (`_prepared`)."""
+
 
 class PredictionLog:
     """Buffer + spool + flusher for one process. Thread-safe; `append` is the hot path.
@@ -39,7 +48,7 @@ class PredictionLog:
     `probabilities`, `latency_ms` (one per row), `uncertain`, optional `image_ref`.
 
     Subclasses log other kinds of rows through the same spool: they set `prefix` (their own
-    spool segments) and override `_commit` and `_drop_present`.
+    spool segments) and override `_prepared`, `_commit` and `_drop_present`.
     """
 
     prefix = _PREFIX
@@ -106,12 +115,13 @@ class PredictionLog:
 
     def append(self, chunk: dict[str, Any]) -> None:
         """Make a chunk durable (spool) and queue it for the lake. Returns once it is safe."""
-        line = orjson.dumps(chunk, default=_as_list, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+        item = self._prepared(chunk)
+        record = _record(item)
         with self._lock:
             if self._fd is None:
                 raise RuntimeError("prediction log is not started")
-            os.write(self._fd, line)
-            self._buffer.append(chunk)
+            os.write(self._fd, record)
+            self._buffer.append(item)
             self._pending_ids.update(chunk["ids"])
             self._rows += len(chunk["ids"])
             full = self._rows >= self.max_rows
@@ -167,9 +177,30 @@ class PredictionLog:
             self.last_error = None
             return n
 
+    def _prepared(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        """What the buffer keeps of a chunk until it is committed: a large one as its ids and
+        its rows in the Arrow table `lake.predictions` takes; a small one as it is.
+
+        A large chunk is converted here, on the thread that made its predictions, so that the
+        flusher's thread mostly concatenates tables and waits on DuckDB, both without the GIL.
+        Converting a buffer of 10k-row batches in the flusher held the GIL for 17-135 ms per
+        50k rows, and each time the request thread let go of it (the model call, the spool
+        write) it waited its turn to take it back. In three paired runs of 10k-row batches this
+        gave +4%, +24% and +5% rows/s, and 8-21% less CPU per request. A small chunk (single
+        rows, micro-batches) costs ~0.15 ms to convert alone, about what its whole request
+        costs to answer, and is converted with the rest of its flush.
+        """
+        if len(chunk["ids"]) < PREPARE_MIN_ROWS:
+            return chunk
+        return {"ids": chunk["ids"], "table": chunks_to_table([chunk], self._schema())}
+
     def _commit(self, chunks: list[dict[str, Any]]) -> None:
-        """Write chunks to the lake in one commit."""
-        self.store.append_predictions(chunks_to_table(chunks, self._schema()))
+        """Write chunks, prepared or not, to the lake in one commit."""
+        tables = [c["table"] for c in chunks if "table" in c]
+        raw = [c for c in chunks if "table" not in c]
+        if raw:
+            tables.append(chunks_to_table(raw, self._schema()))
+        self.store.append_predictions(pa.concat_tables(tables))
 
     def _drop_present(self, chunks: list[dict[str, Any]], present: set[str]) -> list[dict]:
         """The chunks without the rows whose ids are already in the lake."""
@@ -187,7 +218,7 @@ class PredictionLog:
         old_fd = self._fd
         path = (
             self.spool_dir
-            / f"{self.prefix}{os.getpid()}-{os.urandom(4).hex()}-{next(self._seq)}.ndjson"
+            / f"{self.prefix}{os.getpid()}-{os.urandom(4).hex()}-{next(self._seq)}{_SUFFIX}"
         )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -200,7 +231,9 @@ class PredictionLog:
     def replay_orphans(self) -> int:
         """Move spool segments of dead processes into the lake; returns rows recovered."""
         recovered = 0
-        for path in sorted(self.spool_dir.glob(f"{self.prefix}*.ndjson")):
+        segments = [*self.spool_dir.glob(f"{self.prefix}*{_SUFFIX}")]
+        segments += self.spool_dir.glob(f"{self.prefix}*.ndjson")  # written before 2026-11-23
+        for path in sorted(segments):
             try:
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
@@ -210,7 +243,7 @@ class PredictionLog:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a live process owns it
-                chunks = _read_chunks(path)
+                chunks = _read_segment(path)
                 ids = [i for c in chunks for i in c["ids"]]
                 if ids:
                     present = self.store.existing_prediction_ids(ids)
@@ -226,14 +259,58 @@ class PredictionLog:
         return recovered
 
 
-def _read_chunks(path: Path) -> list[dict[str, Any]]:
+_SUFFIX = ".spool"
+_HEADER = struct.Struct("<cQ")  # tag, payload length
+_JSON, _ARROW = b"j", b"a"
+
+
+def _record(item: dict[str, Any]) -> bytes:
+    """One spool record: a prepared chunk's table as Arrow IPC, any other chunk as JSON."""
+    if "table" in item:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, item["table"].schema) as writer:
+            writer.write_table(item["table"])
+        tag, payload = _ARROW, memoryview(sink.getvalue())
+    else:
+        tag, payload = (
+            _JSON,
+            orjson.dumps(item, default=_as_list, option=orjson.OPT_SERIALIZE_NUMPY),
+        )
+    return _HEADER.pack(tag, len(payload)) + payload
+
+
+def _read_segment(path: Path) -> list[dict[str, Any]]:
+    """The chunks of a spool segment, as `append` buffered them."""
+    data = path.read_bytes()
+    if path.suffix == ".ndjson":
+        return _read_lines(path.name, data)
+    chunks, at = [], 0
+    while at < len(data):
+        if at + _HEADER.size > len(data):
+            break
+        tag, size = _HEADER.unpack_from(data, at)
+        payload = memoryview(data)[at + _HEADER.size : at + _HEADER.size + size]
+        if len(payload) < size:
+            break
+        at += _HEADER.size + size
+        if tag == _ARROW:
+            table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+            chunks.append({"ids": table.column("prediction_id").to_pylist(), "table": table})
+        else:
+            chunks.append(orjson.loads(payload))
+    if at < len(data):
+        # Only a write cut by the crash can be torn, and it was never acknowledged.
+        logger.warning("skipping a torn record at the end of %s", path.name)
+    return chunks
+
+
+def _read_lines(name: str, data: bytes) -> list[dict[str, Any]]:
     chunks = []
-    for line in path.read_bytes().splitlines():
+    for line in data.splitlines():
         try:
             chunks.append(orjson.loads(line))
         except orjson.JSONDecodeError:
-            # Only a write cut by the crash can be torn, and it was never acknowledged.
-            logger.warning("skipping a torn line in %s", path.name)
+            logger.warning("skipping a torn line in %s", name)
     return chunks
 
 
@@ -241,6 +318,9 @@ def _without(chunk: dict[str, Any], present: set[str]) -> dict[str, Any]:
     keep = [i for i, pid in enumerate(chunk["ids"]) if pid not in present]
     if len(keep) == len(chunk["ids"]):
         return chunk
+    if "table" in chunk:
+        rows = pa.array(keep, pa.int64())
+        return {"ids": [chunk["ids"][i] for i in keep], "table": chunk["table"].take(rows)}
     out = dict(chunk)
     for key in ("ids", "prediction", "confidence", "probabilities", "latency_ms", "uncertain"):
         out[key] = [chunk[key][i] for i in keep]
@@ -258,7 +338,8 @@ def _as_list(value: Any) -> Any:
 def chunks_to_table(chunks: list[dict[str, Any]], schema: FeatureSchema) -> pa.Table:
     """Concatenate column-wise chunks into one Arrow table shaped like `lake.predictions`.
 
-    The flusher runs this inside the API process, so it is built to cost little CPU. A chunk
+    It runs inside the API process (on a large request's thread, or in the flusher for a
+    flush's small chunks), so it is built to cost little CPU: 2.7 ms for 10k rows. A chunk
     from `append` holds numpy arrays (features, confidence, the probability matrix), which are
     concatenated as arrays; one replayed from the spool holds the same values as JSON lists,
     which numpy reads the same way. Per-chunk values (ts, model) are converted once per chunk

@@ -368,6 +368,9 @@ class ImageLog(PredictionLog):
         super().__init__(store, spool_dir, **kwargs)
         self._dedupe = threading.Lock()
 
+    def _prepared(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        return chunk  # `image_tables` converts a whole flush at once (a few rows per image)
+
     def _commit(self, chunks: list[dict[str, Any]]) -> None:
         self.store.append_image_predictions(*image_tables(chunks))
 

@@ -95,9 +95,9 @@ def test_a_chunk_of_arrays_and_its_replayed_spool_line_make_the_same_rows(
     matrix, strided columns of a transposed matrix); replay reads the same values back from
     the JSON line as lists. Both must land in the lake as the same rows."""
     import numpy as np
-    import orjson
 
     from pipelines.schema import CATEGORICAL, Feature, FeatureSchema
+    from pipelines.store import spool
     from pipelines.store.spool import chunks_to_table
 
     schema = FeatureSchema((Feature("x"), Feature("city", CATEGORICAL, ("a", "b"))))
@@ -115,7 +115,7 @@ def test_a_chunk_of_arrays_and_its_replayed_spool_line_make_the_same_rows(
     log.start()
     log.append(live)
     (segment,) = (tmp_path / "spool").iterdir()
-    (replayed,) = [orjson.loads(line) for line in segment.read_bytes().splitlines()]
+    (replayed,) = spool._read_segment(segment)
     assert replayed["features"] == {"x": [1.5, 2.0, -3.25], "city": ["a", "b", "zz"]}
     assert replayed["probabilities"] == [[0.6, 0.4], [0.3, 0.7], [0.05, 0.95]]
     second = {**replayed, "ids": ["q0", "q1", "q2"], "probabilities": [[1.0, 0.0]] * 3}
@@ -126,3 +126,54 @@ def test_a_chunk_of_arrays_and_its_replayed_spool_line_make_the_same_rows(
     assert table.column("uncertain").to_pylist() == [True, False, False] * 2
     log.close()  # the live chunk's flush goes through the same conversion
     assert store.existing_prediction_ids(["p0", "p1", "p2"]) == {"p0", "p1", "p2"}
+
+
+def test_large_chunks_are_converted_when_logged_small_ones_at_the_flush(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.store import spool
+
+    monkeypatch.setattr(spool, "PREPARE_MIN_ROWS", 3)
+    log = PredictionLog(store, tmp_path / "spool", flush_interval=3600)
+    log.start()
+    log.append(chunk(["big0", "big1", "big2"]))
+    log.append(chunk(["small0"]))
+    big, small = log._buffer
+    assert big["table"].num_rows == 3 and big["ids"] == ["big0", "big1", "big2"]
+    assert "table" not in small
+    assert log.flush() == 4
+    rows = store.lake.query(
+        "SELECT prediction_id, features.f0 AS f0, probabilities FROM lake.predictions "
+        "WHERE prediction_id LIKE 'big%' OR prediction_id = 'small0' ORDER BY prediction_id"
+    ).to_pylist()
+    assert [r["prediction_id"] for r in rows] == ["big0", "big1", "big2", "small0"]
+    assert all(r["f0"] == 1.0 and r["probabilities"] == [0.9, 0.1] for r in rows)
+    log.close()
+
+
+def test_replay_reads_arrow_and_json_records_and_skips_a_torn_one(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.store import spool
+
+    monkeypatch.setattr(spool, "PREPARE_MIN_ROWS", 3)
+    earlier = PredictionLog(store, tmp_path / "earlier", flush_interval=3600)
+    earlier.start()
+    earlier.append(chunk(["r1"]))  # committed before the crash
+    earlier.close()
+    dead = PredictionLog(store, tmp_path / "spool")  # only to prepare records as `append` does
+    big, small = dead._prepared(chunk(["r0", "r1", "r2"])), dead._prepared(chunk(["r3"]))
+    assert "table" in big and "table" not in small
+    torn = spool._record(dead._prepared(chunk(["r4", "r5", "r6"])))[:-5]  # cut by the crash
+    (tmp_path / "spool").mkdir()
+    segment = tmp_path / "spool" / "predictions-999999-dead-0.spool"
+    segment.write_bytes(spool._record(big) + spool._record(small) + torn)
+    assert dead.replay_orphans() == 3  # r0, r2 and r3: r1 is in the lake already
+    assert not segment.exists()
+    counts = dict(
+        store.lake.rows(
+            "SELECT prediction_id, count(*) FROM lake.predictions "
+            "WHERE prediction_id LIKE 'r_' GROUP BY ALL"
+        )
+    )
+    assert counts == {"r0": 1, "r1": 1, "r2": 1, "r3": 1}
