@@ -177,19 +177,15 @@ class AppState:
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         logs.configure_from_env(settings)
         store = Store.open(settings)
-        # The logs write through their own attachment with one DuckDB thread: a 50k-row flush
-        # took the same ~52 ms with one thread as with two, and two spent 92 ms of CPU on it
-        # instead of 51, taken from the request threads. Reads here keep every core.
-        log_store = Store.open(settings, threads=1)
         registry = Registry.from_settings(settings)
-        log = PredictionLog.started(log_store, settings)  # replays what a crashed process left
+        log = PredictionLog.started(store, settings)  # replays what a crashed process left
         models = ModelHolder(registry, interval=settings.reload_interval)
         try:
             models.refresh()
         except Exception:
             logger.exception("could not load the champion; serving will answer 503 until it can")
         models.start()
-        vision, image_log = _start_vision(settings, log_store)
+        vision, image_log = _start_vision(settings, store)
         state = cls(
             settings=settings,
             store=store,
@@ -216,7 +212,6 @@ class AppState:
         self.log.close()
         if self.image_log is not None:
             self.image_log.close()
-        self.log.store.close()
         self.store.close()
 
 

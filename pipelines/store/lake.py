@@ -106,7 +106,6 @@ class Lake:
             many small human writes don't each make a Parquet file.
         override_data_path: record `data_path` in a SQLite catalog that has another one (the
             embedded default, whose files move with the data dir when it is copied or moved).
-        threads: DuckDB's worker threads for this attachment (default: one per core).
     """
 
     def __init__(
@@ -118,7 +117,6 @@ class Lake:
         inlining_row_limit: int = 200,
         override_data_path: bool = False,
         busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
-        threads: int | None = None,
     ) -> None:
         self.catalog_uri = catalog_uri
         self.data_path = data_path
@@ -129,8 +127,6 @@ class Lake:
             self._con.execute("SET enable_progress_bar = false")
         except duckdb.Error:
             logger.debug("could not switch off the progress bar")
-        if threads is not None:
-            self._con.execute(f"SET threads = {int(threads)}")
         # DuckLake's own commit retry (on snapshot conflicts): many quick tries, not 10 slow ones.
         self._con.execute("SET ducklake_max_retry_count = 200")
         self._con.execute("SET ducklake_retry_wait_ms = 10")

@@ -86,17 +86,13 @@ class Store:
         self._schema: FeatureSchema | None = None
 
     @classmethod
-    def open(
-        cls, settings: Settings, *, read_only: bool = False, threads: int | None = None
-    ) -> Store:
-        """The store of `settings`; `threads` caps DuckDB's worker threads (see `Lake`)."""
+    def open(cls, settings: Settings, *, read_only: bool = False) -> Store:
         lake = Lake(
             settings.catalog_uri,
             settings.data_path,
             read_only=read_only,
             inlining_row_limit=settings.inlining_row_limit,
             override_data_path=settings.data_path_follows_data_dir,
-            threads=threads,
         )
         store = cls(lake)
         if not read_only:

@@ -86,14 +86,3 @@ def test_a_copied_data_dir_is_independent_of_the_original(settings: Settings, tm
     moved.compact(older_than_hours=0)  # merges files and deletes the old ones: in the copy only
     assert len(moved.labeled_rows()) == 900
     assert len(Store.open(settings).labeled_rows()) == 900  # the original still reads
-
-
-def test_a_store_can_cap_duckdb_threads_and_shares_the_lake(settings: Settings) -> None:
-    """The API's prediction log writes through a one-thread attachment of the same lake."""
-    store, single = Store.open(settings), Store.open(settings, threads=1)
-    assert single.lake.scalar("SELECT current_setting('threads')") == 1
-    assert store.lake.scalar("SELECT current_setting('threads')") >= 1
-    ingest(single, features=[[1.0], [2.0]], labels=[0, 1])
-    assert store.count_rows()["ingested_rows"] == 2
-    single.close()
-    store.close()
