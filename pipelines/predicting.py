@@ -71,7 +71,7 @@ def predict_many(
             f.name: np.concatenate([c[f.name] for c, _ in requests]) for f in schema.features
         }
     index, proba = model.predict(schema.encode(columns))
-    # Plain lists for the answers (one conversion each; the log line shares the flat ones).
+    # Plain lists for the answers (one conversion each; the log record shares a few of them).
     labels = [classes[i] for i in index.tolist()]
     confidence = proba.max(axis=1)  # the probability of the argmax class
     uncertain = band.uncertain(confidence).tolist()
