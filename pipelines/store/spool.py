@@ -8,7 +8,7 @@ the lake are skipped, so a crash between commit and delete duplicates nothing).
 
 A segment (`.spool`) is a sequence of records, each a 9-byte header (a tag, the payload's
 length) and its payload: `j` a chunk as JSON, `a` a prepared chunk's table as an Arrow IPC
-stream (writing it is a copy of its buffers: 0.1 ms for 10k rows, where its JSON took 2.9 ms).
+stream (writing it is a copy of its buffers, where JSON formats every value).
 Segments of earlier versions (`.ndjson`, one JSON chunk per line) are still replayed.
 """
 
@@ -183,12 +183,11 @@ class PredictionLog:
 
         A large chunk is converted here, on the thread that made its predictions, so that the
         flusher's thread mostly concatenates tables and waits on DuckDB, both without the GIL.
-        Converting a buffer of 10k-row batches in the flusher held the GIL for 17-135 ms per
-        50k rows, and each time the request thread let go of it (the model call, the spool
-        write) it waited its turn to take it back. In three paired runs of 10k-row batches this
-        gave +4%, +24% and +5% rows/s, and 8-21% less CPU per request. A small chunk (single
-        rows, micro-batches) costs ~0.15 ms to convert alone, about what its whole request
-        costs to answer, and is converted with the rest of its flush.
+        Converted in the flusher, a buffer of 10k-row batches held the GIL for tens of ms, and
+        each time the request thread let go of it (the model call, the spool write) it waited
+        its turn to take it back. A small chunk (single rows, micro-batches) costs about as much
+        to convert alone as its whole request costs to answer, and is converted with the rest
+        of its flush.
         """
         if len(chunk["ids"]) < PREPARE_MIN_ROWS:
             return chunk
@@ -266,17 +265,14 @@ _JSON, _ARROW = b"j", b"a"
 
 def _record(item: dict[str, Any]) -> bytes:
     """One spool record: a prepared chunk's table as Arrow IPC, any other chunk as JSON."""
-    if "table" in item:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, item["table"].schema) as writer:
-            writer.write_table(item["table"])
-        tag, payload = _ARROW, memoryview(sink.getvalue())
-    else:
-        tag, payload = (
-            _JSON,
-            orjson.dumps(item, default=_as_list, option=orjson.OPT_SERIALIZE_NUMPY),
-        )
-    return _HEADER.pack(tag, len(payload)) + payload
+    if "table" not in item:
+        payload = orjson.dumps(item, default=_as_list, option=orjson.OPT_SERIALIZE_NUMPY)
+        return _HEADER.pack(_JSON, len(payload)) + payload
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, item["table"].schema) as writer:
+        writer.write_table(item["table"])
+    ipc = sink.getvalue()
+    return _HEADER.pack(_ARROW, ipc.size) + memoryview(ipc)
 
 
 def _read_segment(path: Path) -> list[dict[str, Any]]:
@@ -339,7 +335,7 @@ def chunks_to_table(chunks: list[dict[str, Any]], schema: FeatureSchema) -> pa.T
     """Concatenate column-wise chunks into one Arrow table shaped like `lake.predictions`.
 
     It runs inside the API process (on a large request's thread, or in the flusher for a
-    flush's small chunks), so it is built to cost little CPU: 2.7 ms for 10k rows. A chunk
+    flush's small chunks), so it is built to cost little CPU. A chunk
     from `append` holds numpy arrays (features, confidence, the probability matrix), which are
     concatenated as arrays; one replayed from the spool holds the same values as JSON lists,
     which numpy reads the same way. Per-chunk values (ts, model) are converted once per chunk
