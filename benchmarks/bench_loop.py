@@ -155,8 +155,8 @@ def bench_retrain(rows: int) -> dict[str, float]:
         port = free_port()
         env = {**base_env(data, port), "DRIFTLAB_RELOAD_INTERVAL": "0.5"}
         cmd = [sys.executable, "-m", "pipelines.cli", "api"]
-        with server("driftlab api", cmd, env, port, Path(tmp) / "api.log") as url:
-            http = httpx.Client(base_url=url, timeout=120)
+        with server("driftlab api", cmd, env, port, Path(tmp) / "api.log") as api:
+            http = httpx.Client(base_url=api.url, timeout=120)
             # The new population is served, and its true labels come back as feedback.
             ids: list[str] = []
             for start in range(0, len(new), 5000):

@@ -108,8 +108,16 @@ def uvicorn_cmd(factory: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Served:
+    url: str
+    pid: int
+
+
 @contextmanager
-def server(name: str, cmd: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[str]:
+def server(
+    name: str, cmd: list[str], env: dict[str, str], port: int, log: Path
+) -> Iterator[Served]:
     """Start a server, wait until /health answers 200 with a model (if it serves one), and kill
     it (and anything it started) on the way out, whatever happened."""
     url = f"http://127.0.0.1:{port}"
@@ -131,7 +139,7 @@ def server(name: str, cmd: list[str], env: dict[str, str], port: int, log: Path)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} not healthy after 120 s; log:\n{_tail(log)}")
             time.sleep(0.25)
-        yield url
+        yield Served(url, proc.pid)
     finally:
         _stop(proc)
 
@@ -145,6 +153,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) a process has used so far; None off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _tail(log: Path, n: int = 30) -> str:
@@ -279,6 +296,7 @@ def main(quick: bool = False) -> None:
 
     results: dict[str, WrkResult] = {}
     batch: dict[str, list[float] | str] = {}  # rows/s per request, or what went wrong
+    cpu_ms: dict[str, float] = {}  # the server's CPU ms per batch
     health: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="driftlab-bench-") as tmp:
         root = Path(tmp)
@@ -293,20 +311,21 @@ def main(quick: bool = False) -> None:
 
         port = free_port()
         cmd = uvicorn_cmd("benchmarks._serving_apps:ceiling_app", port)
-        with server("ceiling", cmd, base_env(dirs["ceiling"], port), port, root / "a.log") as url:
+        with server("ceiling", cmd, base_env(dirs["ceiling"], port), port, root / "a.log") as s:
             say("(a) ceiling …")
-            results["a"] = measure(f"{url}/predict", features_lua, plan)
+            results["a"] = measure(f"{s.url}/predict", features_lua, plan)
 
         # The naive server reads the same champion from driftlab's registry, and writes nothing.
         port = free_port()
         cmd = uvicorn_cmd("benchmarks._serving_apps:naive_app", port)
-        with server("naive", cmd, base_env(dirs["driftlab"], port), port, root / "b.log") as url:
+        with server("naive", cmd, base_env(dirs["driftlab"], port), port, root / "b.log") as s:
             say("(b) naive …")
-            results["b"] = measure(f"{url}/predict", features_lua, plan)
+            results["b"] = measure(f"{s.url}/predict", features_lua, plan)
 
         port = free_port()
         cmd = [sys.executable, "-m", "pipelines.cli", "api", "--port", str(port)]
-        with server("driftlab", cmd, base_env(dirs["driftlab"], port), port, root / "c.log") as url:
+        with server("driftlab", cmd, base_env(dirs["driftlab"], port), port, root / "c.log") as s:
+            url = s.url
             say("(c) driftlab /predict …")
             results["c"] = measure(f"{url}/predict", features_lua, plan)
             results["c2"] = measure(f"{url}/predict", records_lua, plan)
@@ -317,21 +336,29 @@ def main(quick: bool = False) -> None:
                 ("e", "/ingest/batch", ingest_body),
             ):
                 for clients in BATCH_CLIENTS:
+                    before = cpu_seconds(s.pid)
                     try:
                         batch[f"{key}/{clients}"] = rows_per_s(
                             f"{url}{path}", body, BATCH_ROWS, plan.batch_reps, clients
                         )
                     except (httpx.HTTPError, RuntimeError) as exc:  # report, measure the rest
                         batch[f"{key}/{clients}"] = f"{type(exc).__name__}: {exc}"[:200]
+                        continue
+                    time.sleep(1.0)  # the flush of these rows (every 0.5 s) is their cost too
+                    after = cpu_seconds(s.pid)
+                    if before is not None and after is not None:
+                        batches = (plan.batch_reps + 1) * clients  # the unmeasured round too
+                        cpu_ms[f"{key}/{clients}"] = (after - before) * 1000 / batches
             time.sleep(1.5)  # let the prediction log flush, to report it
             health = httpx.get(f"{url}/health", timeout=10).json()
 
-    report(results, batch, health, plan)
+    report(results, batch, cpu_ms, health, plan)
 
 
 def report(
     results: dict[str, WrkResult],
     batch: dict[str, list[float] | str],
+    cpu_ms: dict[str, float],
     health: dict[str, Any],
     plan: Plan,
 ) -> None:
@@ -366,7 +393,8 @@ def report(
         "",
         f"batches of {BATCH_ROWS:,} rows: rows/s, median of {plan.batch_reps} rounds "
         f"(min … max), with 1 client and with {BATCH_CLIENTS[-1]} sending at once; "
-        f"target >= {TARGET_ROWS_S:,}",
+        f"target >= {TARGET_ROWS_S:,}; then the server's CPU time per batch (all its threads, "
+        "the flush of the batch's log included)",
     ]
     batch_titles = {
         "d": "(d) /predict, features, logged",
@@ -382,9 +410,11 @@ def report(
                 lines.append(f"{label:42} FAILED: {speeds}")
                 continue
             med = statistics.median(speeds)
+            cpu = cpu_ms.get(f"{key}/{clients}")
             lines.append(
                 f"{label:42} {med:9,.0f}  ({min(speeds):,.0f} … {max(speeds):,.0f})  "
-                + verdict(med >= TARGET_ROWS_S)
+                + f"{verdict(med >= TARGET_ROWS_S):6}  "
+                + (f"CPU {cpu:4.0f} ms" if cpu is not None else "CPU ?")
             )
     log = health.get("prediction_log", {})
     lines += [
