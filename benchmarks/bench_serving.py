@@ -7,7 +7,9 @@ Each server is a subprocess with its own environment, started, waited for (/heal
 turn, so only one serves at a time; `wrk` (-t2 -c32, after a short warm-up) measures requests/s and
 latency percentiles with single-row bodies cycling over real demo rows. driftlab runs as
 `driftlab api` on a fresh data dir where `driftlab train` trained and promoted the demo forest, with
-prediction logging on. Batch figures come from httpx clients: one alone, then four at once.
+prediction logging on. Batch figures come from httpx clients: one alone, then four at once,
+with the server's CPU time per batch. The trained champion's runtimes are also timed alone on
+one 10k-row batch (scikit-learn, ONNX Runtime, the compiled forest).
 
 Targets (issue "serving speed"): driftlab >= 25x the naive server and >= 50% of the ceiling in
 requests/s, p99 <= 20 ms at 32 connections; batch /predict and /ingest/batch >= 200k rows/s.
@@ -16,6 +18,7 @@ requests/s, p99 <= 20 ms at 32 connections; batch /predict and /ingest/batch >= 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -168,6 +171,41 @@ def _tail(log: Path, n: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
 
 
+def model_call_ms(data_dir: Path, rows: list[dict[str, Any]], reps: int) -> dict[str, float]:
+    """Median ms of one call on `rows` by each runtime of the champion in `data_dir`, each on one
+    thread: what the serving model costs apart from HTTP, validation and logging."""
+    from pipelines.forest import CompiledForest
+    from pipelines.registry import CHAMPION, FOREST_FILE, Registry
+    from pipelines.schema import FeatureSchema
+    from pipelines.serving import onnx_session
+    from pipelines.settings import Settings
+
+    registry = Registry.from_settings(Settings(data_dir=data_dir))
+    version = registry.alias_version(CHAMPION)
+    if version is None:
+        raise RuntimeError(f"no champion in {data_dir}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = registry.serving_files(version, Path(tmp))
+        schema = FeatureSchema.from_dict(json.loads((folder / "schema.json").read_text()))
+        forest = CompiledForest.load(folder / FOREST_FILE)
+        session = onnx_session((folder / "model.onnx").read_bytes())
+    estimator = registry.load_estimator(version)
+    x = schema.encode(schema.columns(records=rows))
+    inp, out = session.get_inputs()[0].name, session.get_outputs()[1].name
+    runs = {
+        "scikit-learn": lambda: estimator.predict_proba(x),
+        "ONNX Runtime": lambda: session.run([out], {inp: x}),
+        "compiled forest": lambda: forest.predict_proba(x),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(reps + 1):  # alternated, the first round unmeasured
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - started) * 1000)
+    return {name: statistics.median(t[1:]) for name, t in times.items()}
+
+
 def train(data_dir: Path, log: Path) -> None:
     """`driftlab train` on an empty store: seeds the demo data, trains and promotes the forest."""
     cmd = [sys.executable, "-m", "pipelines.cli", "train"]
@@ -308,6 +346,7 @@ def main(quick: bool = False) -> None:
 
         say(f"training the demo forest (driftlab train) in {dirs['driftlab']} …")
         train(dirs["driftlab"], root / "train.log")
+        calls = model_call_ms(dirs["driftlab"], batch_recs, plan.batch_reps)
 
         port = free_port()
         cmd = uvicorn_cmd("benchmarks._serving_apps:ceiling_app", port)
@@ -352,13 +391,14 @@ def main(quick: bool = False) -> None:
             time.sleep(1.5)  # let the prediction log flush, to report it
             health = httpx.get(f"{url}/health", timeout=10).json()
 
-    report(results, batch, cpu_ms, health, plan)
+    report(results, batch, cpu_ms, calls, health, plan)
 
 
 def report(
     results: dict[str, WrkResult],
     batch: dict[str, list[float] | str],
     cpu_ms: dict[str, float],
+    calls: dict[str, float],
     health: dict[str, Any],
     plan: Plan,
 ) -> None:
@@ -418,6 +458,9 @@ def report(
             )
     log = health.get("prediction_log", {})
     lines += [
+        "",
+        f"the model alone, one call on {BATCH_ROWS:,} rows, one thread, median of "
+        f"{plan.batch_reps}: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in calls.items()),
         "",
         f"driftlab prediction log: {log.get('flushed_rows', '?'):,} rows flushed to the lake, "
         f"last error: {log.get('last_error')}",

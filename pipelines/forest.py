@@ -7,10 +7,9 @@ renumbered so that a node's right child sits just after its left child, and a le
 itself: a row then takes `max_depth` identical steps, `node = child[node] + (x > threshold)`,
 with no branch, and the rows of a block are walked level by level, each step independent of
 the other rows' (the CPU overlaps their memory loads). Every index is unsigned: numba wraps a
-negative signed index, so each signed load carried a compare and an add, and the same kernel
-took 24-26 ms instead of 10. Measured with the survey forest, 10k rows, one thread: ONNX
-Runtime 55-60 ms, this kernel 10 ms (`benchmarks/bench_serving.py` prints the end-to-end
-figure).
+negative signed index, so each signed load carried a compare and an add (2.5-3x slower).
+`benchmarks/bench_serving.py` times the demo forest's runtimes on 10k rows, one thread: this
+kernel ~10 ms, scikit-learn ~45 ms, ONNX Runtime ~56 ms.
 
 The probabilities are scikit-learn's own: the same float64 leaf fractions, summed tree by tree
 and divided by the number of trees (`tests/pipelines/test_forest.py` checks them to 1e-12).

@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 # Batches of at least PARALLEL_MIN_ROWS rows are cut into slices of PARALLEL_SLICE_ROWS that a
 # small thread pool runs through the same model (the compiled forest and a one-thread ONNX
 # Runtime session both release the GIL and allow concurrent calls): a 10k-row batch of the demo
-# forest took ~40 ms on one core and ~23 ms on two in ONNX Runtime; compiled, 10 and 5-6.
+# forest took ~40 ms on one core and ~23 ms on two in ONNX Runtime (the compiled forest:
+# `make bench` prints its one-thread time).
 # Many small slices rather than one per core, because the cores are shared with the event
 # loop, the flusher and other processes: a busy core then takes fewer slices instead of holding
 # up the batch (ONNX Runtime's own intra-op threads split the work evenly, and were slower than
