@@ -127,10 +127,6 @@ class Lake:
             self._con.execute("SET enable_progress_bar = false")
         except duckdb.Error:
             logger.debug("could not switch off the progress bar")
-        # DuckLake's own commit retry (on snapshot conflicts): many quick tries, not 10 slow ones.
-        self._con.execute("SET ducklake_max_retry_count = 200")
-        self._con.execute("SET ducklake_retry_wait_ms = 10")
-        self._con.execute("SET ducklake_retry_backoff = 1.2")
         backend = catalog_uri.split(":", 1)[0]
         if backend not in {"sqlite", "postgres"}:
             raise ValueError(
@@ -139,6 +135,12 @@ class Lake:
         for ext in ("ducklake", backend):
             self._con.execute(f"INSTALL '{extension_file(ext)}'")
             self._con.execute(f"LOAD {ext}")
+        # DuckLake's own commit retry (on snapshot conflicts): many quick tries, not 10 slow ones.
+        # Set after LOAD: before it, on a machine whose ~/.duckdb has no copy of the extension
+        # yet, DuckDB tries to autoload it for the setting's name and fails.
+        self._con.execute("SET ducklake_max_retry_count = 200")
+        self._con.execute("SET ducklake_retry_wait_ms = 10")
+        self._con.execute("SET ducklake_retry_backoff = 1.2")
         if backend == "sqlite":
             # Catalog tables are small, yet a scan split over worker threads opened one SQLite
             # connection per thread, each with the extension's 5 s busy timeout instead of ours

@@ -86,3 +86,23 @@ def test_a_copied_data_dir_is_independent_of_the_original(settings: Settings, tm
     moved.compact(older_than_hours=0)  # merges files and deletes the old ones: in the copy only
     assert len(moved.labeled_rows()) == 900
     assert len(Store.open(settings).labeled_rows()) == 900  # the original still reads
+
+
+def test_a_machine_that_never_loaded_the_extension_opens_the_store(tmp_path) -> None:
+    """DuckDB copies an installed extension under $HOME/.duckdb; a fresh machine has none, and
+    a DuckLake setting used before LOAD made DuckDB look there (and fail) instead."""
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLAB_")}
+    env.update(HOME=str(home), DRIFTLAB_DATA_DIR=str(tmp_path / "data"))
+    code = "from pipelines.settings import Settings\nfrom pipelines.store import Store\n"
+    code += "print(sorted(Store.open(Settings()).count_rows())[0])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (home / ".duckdb").is_dir()  # the run really used the empty home
