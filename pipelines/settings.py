@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     inlining_row_limit: int = Field(
         200, description="DuckLake commits up to this many rows stay in the catalog."
     )
+    api_db_threads: int = Field(
+        1, ge=1, description="DuckDB threads in an API process (its writes are small and many)."
+    )
 
     # The default data path moves with the data dir (a copied or moved data dir keeps working).
     _data_path_follows_data_dir: bool = PrivateAttr(default=False)

@@ -86,13 +86,18 @@ class Store:
         self._schema: FeatureSchema | None = None
 
     @classmethod
-    def open(cls, settings: Settings, *, read_only: bool = False) -> Store:
+    def open(
+        cls, settings: Settings, *, read_only: bool = False, threads: int | None = None
+    ) -> Store:
+        """The store `settings` name; `threads` caps DuckDB's threads in this process (default:
+        one per core)."""
         lake = Lake(
             settings.catalog_uri,
             settings.data_path,
             read_only=read_only,
             inlining_row_limit=settings.inlining_row_limit,
             override_data_path=settings.data_path_follows_data_dir,
+            threads=threads,
         )
         store = cls(lake)
         if not read_only:

@@ -106,3 +106,12 @@ def test_a_machine_that_never_loaded_the_extension_opens_the_store(tmp_path) -> 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (home / ".duckdb").is_dir()  # the run really used the empty home
+
+
+def test_threads_caps_duckdb_in_this_process_only(settings: Settings) -> None:
+    capped = Store.open(settings, threads=1)
+    default = Store.open(settings)
+    assert capped.lake.scalar("SELECT current_setting('threads')") == 1
+    assert default.lake.scalar("SELECT current_setting('threads')") >= 1
+    ingest(capped, features=[[1.0], [2.0]], labels=[0, 1])  # writes work on one thread
+    assert len(default.labeled_rows()) == 2
