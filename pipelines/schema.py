@@ -140,7 +140,7 @@ class FeatureSchema:
             raise SchemaError(f"{len(rows)} rows in one request; the limit is {max_rows}")
         names = self._names
         if features is not None:
-            raw = _feature_columns(features, names)
+            raw = _feature_columns(features, names, all_numeric=not self._lookups)
         else:
             raw = _record_columns(records or [], names)
         checked = zip(self.features, raw, strict=True)
@@ -229,7 +229,8 @@ def _one_of(features: list | None, records: list | None) -> list:
 
 def _checked_matrix(features: list[list[Any]], names: list[str]) -> np.ndarray:
     """The rows as a matrix: float64 when all are numbers, objects otherwise."""
-    matrix = _checked_matrix_or_none(features, names)
+    _check_rows(features, names)
+    matrix = _numbers_matrix_or_none(features)
     if matrix is not None:
         return matrix
     return np.array(features, dtype=object).reshape(len(features), len(names))
@@ -257,17 +258,26 @@ def _records_to_matrix(
     return matrix
 
 
-def _feature_columns(features: list[list[Any]], names: list[str]) -> list[Any]:
-    """`features` rows as one sequence per feature (rows checked as `_checked_matrix` does)."""
-    matrix = _checked_matrix_or_none(features, names)
-    if matrix is not None:
-        return list(matrix.T)
-    return list(zip(*features, strict=True))
+def _feature_columns(features: list[list[Any]], names: list[str], *, all_numeric: bool) -> list:
+    """`features` rows as one sequence per feature: float64 columns when `all_numeric` and
+    every value is a number, lists otherwise (each checked later, against its feature)."""
+    _check_rows(features, names)
+    if all_numeric:
+        matrix = _numbers_matrix_or_none(features)
+        if matrix is not None:
+            return list(matrix.T)
+    # Text is allowed somewhere: transpose the rows. (A comprehension per column: 2.2 ms for
+    # 10k rows of 8, where `zip(*features)` took 3.8 ms, and numpy's all-numbers attempt
+    # spent 1.3 ms before it met the first text.)
+    return [[row[j] for row in features] for j in range(len(names))]
 
 
-def _checked_matrix_or_none(features: list[list[Any]], names: list[str]) -> np.ndarray | None:
-    """The all-numbers float64 matrix, or None when some value is not a number (or a bool)."""
+def _check_rows(features: list[list[Any]], names: list[str]) -> None:
+    """Every row a list of one value per feature, or a SchemaError naming the first that is
+    not (the common case, all good, is two passes in C)."""
     width = len(names)
+    if set(map(type, features)) == {list} and set(map(len, features)) == {width}:
+        return
     for i, row in enumerate(features):
         if not isinstance(row, list):
             raise SchemaError(f"features[{i}] must be a list of {width} values")
@@ -275,6 +285,11 @@ def _checked_matrix_or_none(features: list[list[Any]], names: list[str]) -> np.n
             raise SchemaError(
                 f"features[{i}] has {len(row)} values, expected {width} ({', '.join(names)})"
             )
+
+
+def _numbers_matrix_or_none(features: list[list[Any]]) -> np.ndarray | None:
+    """The rows (checked by `_check_rows`) as a float64 matrix, or None when some value is not
+    a number (or is a bool)."""
     try:  # fails fast on the first text that is not a number
         matrix = np.array(features, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
