@@ -472,6 +472,12 @@ def report(
             f"driftlab micro-batching: {requests:,} /predict requests in {calls:,} model calls "
             f"({requests / calls:.1f} requests per call, over the whole run)"
         )
+    grouped = health.get("ingest_commits") or {}
+    if grouped.get("commits"):
+        lines.append(
+            f"driftlab group commit: {grouped['batches']:,} /ingest batches in "
+            f"{grouped['commits']:,} lake commits"
+        )
     say("\n".join(lines))
 
 

@@ -34,4 +34,8 @@ def health(state: StateDep) -> dict[str, Any]:
             "last_error": state.log.last_error,
         },
         "batching": {"requests": state.batcher.requests, "model_calls": state.batcher.batches},
+        "ingest_commits": {
+            "batches": state.store.ingest_group.items,
+            "commits": state.store.ingest_group.commits,
+        },
     }

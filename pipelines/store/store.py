@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from pipelines.schema import FeatureSchema, SchemaError
 from pipelines.settings import Settings
+from pipelines.store.group import GroupCommit
 from pipelines.store.ids import ID_SLACK, prediction_id_time
 from pipelines.store.lake import Lake
 from pipelines.store.tables import FEATURE_TABLES, TABLES
@@ -84,6 +85,8 @@ class Store:
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
         self._schema: FeatureSchema | None = None
+        # Batches ingested by several threads at once share commits (see `group`).
+        self.ingest_group: GroupCommit[pa.Table, int] = GroupCommit(self._commit_ingested)
 
     @classmethod
     def open(
@@ -190,7 +193,9 @@ class Store:
         batch_id: str | None = None,
         source: str = "api",
     ) -> tuple[str, int]:
-        """Append one batch of rows in one commit; returns (batch_id, snapshot id)."""
+        """Append one batch of rows; returns (batch_id, the id of a snapshot that holds it).
+
+        Thread-safe: batches that threads ingest while a commit runs share the next one."""
         n = len(next(iter(columns.values())))
         if labels is not None and len(labels) != n:
             raise SchemaError(f"{len(labels)} labels for {n} rows")
@@ -209,8 +214,12 @@ class Store:
                 "features": schema.to_arrow(columns),
             }
         )
-        self._insert("ingested_rows", table)
-        return batch_id, self.snapshot_id()
+        return batch_id, self.ingest_group.submit(table)
+
+    def _commit_ingested(self, tables: list[pa.Table]) -> int:
+        """One commit for the batches that `ingest` calls queued at once; its snapshot id."""
+        self._insert("ingested_rows", pa.concat_tables(tables))
+        return self.snapshot_id()
 
     def _insert(self, name: str, table: pa.Table) -> None:
         def insert(cur: duckdb.DuckDBPyConnection) -> None:
