@@ -8,8 +8,10 @@ turn, so only one serves at a time; `wrk` (-t2 -c32, after a short warm-up) meas
 latency percentiles with single-row bodies cycling over real demo rows. driftlab runs as
 `driftlab api` on a fresh data dir where `driftlab train` trained and promoted the demo forest, with
 prediction logging on. Batch figures come from httpx clients: one alone, then four at once,
-with the server's CPU time per batch. The trained champion's runtimes are also timed alone on
-one 10k-row batch (scikit-learn, ONNX Runtime, the compiled forest).
+with the server's CPU time per batch; first on that server (one API process, the default), then
+on one started with DRIFTLAB_API_WORKERS = the machine's cores. The trained champion's
+runtimes are also timed alone on one 10k-row batch (scikit-learn, ONNX Runtime, the compiled
+forest).
 
 Targets (issue "serving speed"): driftlab >= 25x the naive server and >= 50% of the ceiling in
 requests/s, p99 <= 20 ms at 32 connections; batch /predict and /ingest/batch >= 200k rows/s.
@@ -43,6 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS, THREADS = 32, 2
 BATCH_ROWS = 10_000
 BATCH_CLIENTS = (1, 4)  # connections sending batches at once
+CORES = os.cpu_count() or 1
+BATCH_WORKERS = (1, CORES) if CORES > 1 else (1,)
+"""API processes (DRIFTLAB_API_WORKERS) the batch lines are measured with: the default one, and
+one per core (one process's batches share one GIL: its parsing and validation are serial)."""
 SERVING_DEMO = "survey"
 TARGET_VS_NAIVE, TARGET_VS_CEILING, TARGET_P99_MS, TARGET_ROWS_S = 25.0, 0.5, 20.0, 200_000
 
@@ -159,12 +165,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """CPU time (user + system, all threads) a process has used so far; None off Linux."""
+    """CPU time (user + system, all threads) a process and its live children (uvicorn's
+    worker processes) have used so far; None off Linux."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        children = [
+            int(c)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()
+        ]
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(c) or 0.0 for c in children)
 
 
 def _tail(log: Path, n: int = 30) -> str:
@@ -362,36 +375,61 @@ def main(quick: bool = False) -> None:
             results["b"] = measure(f"{s.url}/predict", features_lua, plan)
 
         port = free_port()
-        cmd = [sys.executable, "-m", "pipelines.cli", "api", "--port", str(port)]
-        with server("driftlab", cmd, base_env(dirs["driftlab"], port), port, root / "c.log") as s:
+        bodies = {"d": batch_features, "d2": batch_records, "e": ingest_body}
+        with server(
+            "driftlab", cmd_api(port), base_env(dirs["driftlab"], port), port, root / "c.log"
+        ) as s:
             url = s.url
             say("(c) driftlab /predict …")
             results["c"] = measure(f"{url}/predict", features_lua, plan)
             results["c2"] = measure(f"{url}/predict", records_lua, plan)
             say("(d) batch /predict, (e) /ingest/batch …")
-            for key, path, body in (
-                ("d", "/predict", batch_features),
-                ("d2", "/predict", batch_records),
-                ("e", "/ingest/batch", ingest_body),
-            ):
-                for clients in BATCH_CLIENTS:
-                    before = cpu_seconds(s.pid)
-                    try:
-                        batch[f"{key}/{clients}"] = rows_per_s(
-                            f"{url}{path}", body, BATCH_ROWS, plan.batch_reps, clients
-                        )
-                    except (httpx.HTTPError, RuntimeError) as exc:  # report, measure the rest
-                        batch[f"{key}/{clients}"] = f"{type(exc).__name__}: {exc}"[:200]
-                        continue
-                    time.sleep(1.0)  # the flush of these rows (every 0.5 s) is their cost too
-                    after = cpu_seconds(s.pid)
-                    if before is not None and after is not None:
-                        batches = (plan.batch_reps + 1) * clients  # the unmeasured round too
-                        cpu_ms[f"{key}/{clients}"] = (after - before) * 1000 / batches
+            measure_batches(s, bodies, plan, 1, batch, cpu_ms)
             time.sleep(1.5)  # let the prediction log flush, to report it
             health = httpx.get(f"{url}/health", timeout=10).json()
+        for workers in BATCH_WORKERS[1:]:
+            port = free_port()
+            env = base_env(dirs["driftlab"], port) | {"DRIFTLAB_API_WORKERS": str(workers)}
+            with server("driftlab", cmd_api(port), env, port, root / f"w{workers}.log") as s:
+                say(f"(d), (e) again with {workers} API processes …")
+                measure_batches(s, bodies, plan, workers, batch, cpu_ms)
 
     report(results, batch, cpu_ms, calls, health, plan)
+
+
+def cmd_api(port: int) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", "api", "--port", str(port)]
+
+
+BATCH_PATHS = {"d": "/predict", "d2": "/predict", "e": "/ingest/batch"}
+
+
+def measure_batches(
+    served: Served,
+    bodies: dict[str, bytes],
+    plan: Plan,
+    workers: int,
+    batch: dict[str, list[float] | str],
+    cpu_ms: dict[str, float],
+) -> None:
+    """Rows/s and the server's CPU ms per batch of each batch line, into `batch` and `cpu_ms`
+    under "line/clients/workers"."""
+    for key, body in bodies.items():
+        for clients in BATCH_CLIENTS:
+            name = f"{key}/{clients}/{workers}"
+            before = cpu_seconds(served.pid)
+            try:
+                batch[name] = rows_per_s(
+                    f"{served.url}{BATCH_PATHS[key]}", body, BATCH_ROWS, plan.batch_reps, clients
+                )
+            except (httpx.HTTPError, RuntimeError) as exc:  # report, measure the rest
+                batch[name] = f"{type(exc).__name__}: {exc}"[:200]
+                continue
+            time.sleep(1.0)  # the flush of these rows (every 0.5 s) is their cost too
+            after = cpu_seconds(served.pid)
+            if before is not None and after is not None:
+                batches = (plan.batch_reps + 1) * clients  # the unmeasured round too
+                cpu_ms[name] = (after - before) * 1000 / batches
 
 
 def report(
@@ -441,21 +479,26 @@ def report(
         "d2": "    /predict, records, logged",
         "e": "(e) /ingest/batch, records + labels",
     }
-    for key, title in batch_titles.items():
-        for clients in BATCH_CLIENTS:
-            speeds = batch[f"{key}/{clients}"]
-            label = f"{title if clients == BATCH_CLIENTS[0] else ''}"
-            label = f"{label:36} {clients} cl."
-            if isinstance(speeds, str):
-                lines.append(f"{label:42} FAILED: {speeds}")
-                continue
-            med = statistics.median(speeds)
-            cpu = cpu_ms.get(f"{key}/{clients}")
-            lines.append(
-                f"{label:42} {med:9,.0f}  ({min(speeds):,.0f} … {max(speeds):,.0f})  "
-                + f"{verdict(med >= TARGET_ROWS_S):6}  "
-                + (f"CPU {cpu:4.0f} ms" if cpu is not None else "CPU ?")
-            )
+    for workers in BATCH_WORKERS:
+        lines.append(
+            f"{workers} API process{'es' if workers > 1 else ''}"
+            + (" (the default)" if workers == 1 else " (DRIFTLAB_API_WORKERS: one per core)")
+        )
+        for key, title in batch_titles.items():
+            for clients in BATCH_CLIENTS:
+                speeds = batch.get(f"{key}/{clients}/{workers}", "not measured")
+                label = f"{title if clients == BATCH_CLIENTS[0] else ''}"
+                label = f"{label:36} {clients} cl."
+                if isinstance(speeds, str):
+                    lines.append(f"{label:42} FAILED: {speeds}")
+                    continue
+                med = statistics.median(speeds)
+                cpu = cpu_ms.get(f"{key}/{clients}/{workers}")
+                lines.append(
+                    f"{label:42} {med:9,.0f}  ({min(speeds):,.0f} … {max(speeds):,.0f})  "
+                    + f"{verdict(med >= TARGET_ROWS_S):6}  "
+                    + (f"CPU {cpu:4.0f} ms" if cpu is not None else "CPU ?")
+                )
     log = health.get("prediction_log", {})
     lines += [
         "",
