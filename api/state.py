@@ -29,11 +29,10 @@ GC_THRESHOLDS = (50_000, 20, 10)
 """The cyclic GC's thresholds in a serving process (Python's defaults: 700, 10, 10).
 
 A 10k-row request allocates 10k-20k containers (its parsed rows), each 700 of which started a
-young collection that walked the rows still alive: in a 10k-row /predict load, collections
-took about 16 ms per request of its ~85 ms (timed with `gc.callbacks`). After 50k allocations
-a young collection runs once every few such requests, and finds mostly what finished ones
-left. The server's long-lived objects are frozen at start-up (`gc.freeze`), so the rarer
-full collections stay short. (`python -m benchmarks --only serving`: CPU per batch.)
+young collection that walked the rows still alive. After 50k allocations a young collection
+runs once every few such requests, and finds mostly what finished ones left. The server's
+long-lived objects are frozen at start-up (`gc.freeze`), so the rarer full collections stay
+short. (`python -m benchmarks --only serving` prints the server's CPU per 10k-row batch.)
 """
 
 

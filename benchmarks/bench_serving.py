@@ -392,6 +392,8 @@ def main(quick: bool = False) -> None:
             env = base_env(dirs["driftlab"], port) | {"DRIFTLAB_API_WORKERS": str(workers)}
             with server("driftlab", cmd_api(port), env, port, root / f"w{workers}.log") as s:
                 say(f"(d), (e) again with {workers} API processes …")
+                for key, body in bodies.items():  # each process's first batches: warm-up
+                    rows_per_s(f"{s.url}{BATCH_PATHS[key]}", body, BATCH_ROWS, 1, 2 * workers)
                 measure_batches(s, bodies, plan, workers, batch, cpu_ms)
 
     report(results, batch, cpu_ms, calls, health, plan)

@@ -60,9 +60,8 @@ def _store(state: StateDep, source: str, **batch: Any) -> IngestOut:
 async def ingest_batch(state: StateDep, request: Request) -> IngestOut:
     limit = state.settings.max_body_bytes
     check_declared_length(request.headers.get("content-length"), limit)
-    # Parsed on a worker thread with the rest: a 10k-row body takes ~13 ms to parse, which on
-    # the event loop held up every other request's reading (4 clients sending batches at once
-    # queued behind each other's parsing).
+    # Parsed on a worker thread with the rest: on the event loop, a 10k-row body's parsing held
+    # up every other request's reading (4 clients sending batches queued behind each other).
     return await run_in_threadpool(_ingest_body, state, await request.body())
 
 
