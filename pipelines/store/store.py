@@ -92,8 +92,8 @@ class Store:
     def open(
         cls, settings: Settings, *, read_only: bool = False, threads: int | None = None
     ) -> Store:
-        """The store `settings` name; `threads` caps DuckDB's threads in this process (default:
-        one per core)."""
+        """The store `settings` name; `threads` caps the DuckDB threads of this attachment
+        (default: one per core)."""
         lake = Lake(
             settings.catalog_uri,
             settings.data_path,
