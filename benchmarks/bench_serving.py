@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS, THREADS = 32, 2
 BATCH_ROWS = 10_000
 BATCH_CLIENTS = (1, 4)  # connections sending batches at once
+BATCH_PATHS = {"d": "/predict", "d2": "/predict", "e": "/ingest/batch"}  # the batch lines
 CORES = os.cpu_count() or 1
 BATCH_WORKERS = (1, CORES) if CORES > 1 else (1,)
 """API processes (DRIFTLAB_API_WORKERS) the batch lines are measured with: the default one, and
@@ -401,9 +402,6 @@ def main(quick: bool = False) -> None:
 
 def cmd_api(port: int) -> list[str]:
     return [sys.executable, "-m", "pipelines.cli", "api", "--port", str(port)]
-
-
-BATCH_PATHS = {"d": "/predict", "d2": "/predict", "e": "/ingest/batch"}
 
 
 def measure_batches(

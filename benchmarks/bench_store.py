@@ -1,5 +1,11 @@
-"""Catalog stalls: reads from several threads of one read-write lake attachment.
+"""Lake write costs, and catalog stalls in reads from several threads of one attachment.
 
+Writes: the CPU of one ingest commit of 1, 300 and 10k rows (what a commit costs whatever its
+rows: the reason for group commit, `pipelines/store/group.py`), of a 10k-row ingest with
+DuckDB's default threads against one thread (`DRIFTLAB_API_DB_THREADS`), and 4 threads
+ingesting 10k-row batches at once: commits made and CPU per batch.
+
+Stalls:
     python -m benchmarks --only store [--quick]
 
 The SQLite inside DuckDB's sqlite extension sleeps in whole seconds when it finds the catalog
@@ -18,6 +24,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipelines.ingestion import ingest
@@ -63,12 +71,64 @@ def measure(data_dir: Path, rounds: int) -> list[float]:
     return latencies
 
 
+def _cpu_ms(fn: Callable[[], object], reps: int) -> float:
+    """Median process CPU ms of `fn` (all threads: DuckDB's included)."""
+    times = []
+    for _ in range(reps):
+        started = time.process_time()
+        fn()
+        times.append((time.process_time() - started) * 1000)
+    return statistics.median(times)
+
+
+def measure_writes(data_dir: Path, reps: int) -> list[str]:
+    out = []
+    for threads in (None, 1):
+        settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
+        store = Store.open(settings, threads=threads)
+        try:
+            out += _writes(store, threads, reps)
+        finally:
+            store.close()
+    return out
+
+
+def _writes(store: Store, threads: int | None, reps: int) -> list[str]:
+    rows = [[float(i % 97), float(i % 13)] for i in range(10_000)]
+    labels = [i % 2 for i in range(10_000)]
+
+    def batch(n: int) -> None:
+        ingest(store, features=rows[:n], labels=labels[:n])
+
+    batch(5)  # fixes the schema on the first pass
+    name = "DuckDB's default threads" if threads is None else "one DuckDB thread"
+    costs = {n: _cpu_ms(lambda n=n: batch(n), reps) for n in (1, 300, 10_000)}
+    out = [
+        f"    ingest commit CPU, {name}: "
+        + ", ".join(f"{n:,} rows {ms:.1f} ms" for n, ms in costs.items())
+    ]
+    if threads == 1:  # the API's setting: 4 threads ingesting at once share commits
+        before = store.ingest_group.commits
+        started = time.process_time()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(batch, [10_000] * 16))
+        cpu = (time.process_time() - started) * 1000 / 16
+        commits = store.ingest_group.commits - before
+        out.append(
+            f"    4 threads, 16 batches of 10,000 rows, one DuckDB thread: {commits} commits, "
+            f"CPU {cpu:.1f} ms per batch"
+        )
+    return out
+
+
 def main(quick: bool = False) -> None:
     rounds = ROUNDS if quick else 5 * ROUNDS
     with tempfile.TemporaryDirectory(prefix="driftlab-bench-store-") as tmp:
+        writes = measure_writes(Path(tmp) / "writes", 3 if quick else 9)
         latencies = measure(Path(tmp) / "data", rounds)
     slow = sorted(x for x in latencies if x >= STALL_S)
     median = statistics.median(latencies)
+    sys.stdout.write("\nlake writes (process CPU, median)\n" + "\n".join(writes) + "\n")
     sys.stdout.write(
         f"\n{THREADS} threads × {READS} reads × {rounds} rounds on one read-write attachment\n"
         f"    median read {median * 1000:.1f} ms, max {max(latencies) * 1000:.0f} ms\n"

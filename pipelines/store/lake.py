@@ -107,9 +107,9 @@ class Lake:
         override_data_path: record `data_path` in a SQLite catalog that has another one (the
             embedded default, whose files move with the data dir when it is copied or moved).
         threads: DuckDB's worker threads for this attachment (None: DuckDB's default, one per
-            core). A DuckLake insert of a few 10k rows took no longer on one thread than on
-            two, and the second thread's CPU went to waiting: one thread leaves the other core
-            to a server's requests.
+            core). On two cores a second thread mostly adds CPU to a write of a few 10k rows
+            (`python -m benchmarks --only store`): one thread leaves the other core to a
+            server's requests.
     """
 
     def __init__(
