@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pipelines import logs
+from pipelines import bulkjson, logs
 from pipelines.monitoring import Monitor
 from pipelines.predicting import Band, Batcher
 from pipelines.registry import Registry
@@ -208,6 +208,7 @@ class AppState:
             vision=vision,
             image_log=image_log,
         )
+        bulkjson.warm_up()
         # What start-up loaded (MLflow, scikit-learn, onnxruntime, pandas…) lives as long as the
         # process; frozen, the cyclic GC stops re-scanning it in every full collection, which
         # otherwise stalled all requests for 100+ ms (the p99 of /predict under load).

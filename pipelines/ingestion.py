@@ -9,7 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.schema import FeatureSchema, SchemaError, infer_schema
+import numpy as np
+
+from pipelines.schema import FeatureSchema, SchemaError, check_row_count, infer_schema
 from pipelines.store import Store
 
 
@@ -27,16 +29,25 @@ def ingest(
     *,
     features: list[list[Any]] | None = None,
     records: list[dict[str, Any]] | None = None,
+    columns: dict[str, np.ndarray] | None = None,
     labels: Sequence[Any] | None = None,
     batch_id: str | None = None,
     source: str = "api",
     max_rows: int | None = None,
 ) -> IngestResult:
-    """Validate and store one batch in one commit. Raises `SchemaError` with a clear message."""
+    """Validate and store one batch in one commit. Raises `SchemaError` with a clear message.
+
+    The rows come as `features` or `records`, or as `columns` already read against the
+    dataset schema (`pipelines.bulkjson`)."""
     schema = store.dataset_schema()
-    if schema is None:
-        schema = store.fix_dataset_schema(infer_schema(features, records, labels))
-    columns = schema.columns(features, records, max_rows=max_rows)
+    if columns is not None:
+        if schema is None:
+            raise SchemaError("columns given before the dataset schema is fixed")
+        check_row_count(len(next(iter(columns.values()))), max_rows)
+    else:
+        if schema is None:
+            schema = store.fix_dataset_schema(infer_schema(features, records, labels))
+        columns = schema.columns(features, records, max_rows=max_rows)
     n = len(next(iter(columns.values())))
     stored_labels = None
     if labels is not None:

@@ -136,8 +136,7 @@ class FeatureSchema:
     ) -> dict[str, np.ndarray]:
         """Validate a payload (`features` matrix or `records`) into one array per feature."""
         rows = _one_of(features, records)
-        if max_rows is not None and len(rows) > max_rows:
-            raise SchemaError(f"{len(rows)} rows in one request; the limit is {max_rows}")
+        check_row_count(len(rows), max_rows)
         names = self._names
         if features is not None:
             raw = _feature_columns(features, names, all_numeric=not self._lookups)
@@ -216,6 +215,12 @@ def infer_schema(
     schema = FeatureSchema(tuple(feats), label_type=label_type)
     schema.columns(features, records)  # the first batch must pass its own schema
     return schema
+
+
+def check_row_count(rows: int, max_rows: int | None) -> None:
+    """A SchemaError when one request brings more than `max_rows` rows."""
+    if max_rows is not None and rows > max_rows:
+        raise SchemaError(f"{rows} rows in one request; the limit is {max_rows}")
 
 
 def _one_of(features: list | None, records: list | None) -> list:

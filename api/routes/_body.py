@@ -8,6 +8,10 @@ from typing import Any
 from fastapi import HTTPException
 from pydantic import BaseModel
 
+from api.deps import parse_json
+from pipelines.bulkjson import Bulk, read_bulk
+from pipelines.schema import FeatureSchema
+
 
 def documented(model: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` that shows `model` as the JSON request body in /docs."""
@@ -31,3 +35,20 @@ def fields(payload: Any, allowed: dict[str, type | tuple[type, ...]]) -> dict[st
         if value is not None and not isinstance(value, types):
             raise HTTPException(422, f'"{key}" has the wrong type ({type(value).__name__})')
     return payload
+
+
+def rows_body(
+    body: bytes,
+    limit: int,
+    schema: FeatureSchema | None,
+    allowed: dict[str, type | tuple[type, ...]],
+) -> tuple[dict[str, Any], Bulk | None]:
+    """A body of rows ("features" or "records", and `allowed`'s other keys) checked by `fields`,
+    and its rows already read into columns when `pipelines.bulkjson` could read it (a large
+    body, with a known schema); otherwise it is parsed by orjson and the Bulk is None."""
+    bulk = None
+    if schema is not None and len(body) <= limit:
+        bulk = read_bulk(body, schema, list(allowed))
+    if bulk is None:
+        return fields(parse_json(body, limit), allowed), None
+    return fields(bulk.others, allowed), bulk

@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import StateDep, WriteAccess, check_declared_length, json_body, parse_json
-from api.routes._body import documented, fields
+from api.deps import StateDep, WriteAccess, check_declared_length, json_body
+from api.routes._body import documented, fields, rows_body
 from pipelines.ingestion import IngestResult, ingest
 from pipelines.schema import SchemaError
 
@@ -66,8 +66,10 @@ async def ingest_batch(state: StateDep, request: Request) -> IngestOut:
 
 
 def _ingest_body(state: StateDep, raw: bytes) -> IngestOut:
-    body = fields(
-        parse_json(raw, state.settings.max_body_bytes),
+    body, bulk = rows_body(
+        raw,
+        state.settings.max_body_bytes,
+        state.store.dataset_schema(),  # None before the first batch: it fixes the schema
         {"features": list, "records": list, "labels": list, "batch_id": str},
     )
     return _store(
@@ -75,6 +77,7 @@ def _ingest_body(state: StateDep, raw: bytes) -> IngestOut:
         "api",
         features=body.get("features"),
         records=body.get("records"),
+        columns=bulk.columns if bulk is not None else None,
         labels=body.get("labels"),
         batch_id=body.get("batch_id"),
     )

@@ -11,10 +11,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import check_api_key, check_declared_length, parse_json, serving_model
-from api.routes._body import documented, fields
+from api.deps import check_api_key, check_declared_length, serving_model
+from api.routes._body import documented, rows_body
 from api.state import AppState
-from pipelines.schema import SchemaError
+from pipelines.schema import SchemaError, check_row_count
 
 router = APIRouter(tags=["predictions"])
 
@@ -60,16 +60,17 @@ async def answer(state: AppState, x_api_key: str | None, body: bytes, started: f
     """The /predict answer as JSON bytes, or an HTTPException (401, 413, 422, 503)."""
     check_api_key(state.settings, x_api_key)
     model = serving_model(state)
-    payload = fields(
-        parse_json(body, state.settings.max_body_bytes), {"features": list, "records": list}
-    )
+    limit, max_rows = state.settings.max_body_bytes, state.settings.max_rows_per_request
+    payload, bulk = rows_body(body, limit, model.schema, {"features": list, "records": list})
     with state.metrics.latency.time():
         try:
-            columns = model.schema.columns(
-                payload.get("features"),
-                payload.get("records"),
-                max_rows=state.settings.max_rows_per_request,
-            )
+            if bulk is not None:
+                check_row_count(bulk.rows, max_rows)
+                columns = bulk.columns
+            else:
+                columns = model.schema.columns(
+                    payload.get("features"), payload.get("records"), max_rows=max_rows
+                )
         except SchemaError as exc:
             raise HTTPException(422, str(exc)) from None
         # Requests read in the same event-loop turn share one model call and one log write.

@@ -53,6 +53,44 @@ def test_predict_rejects_non_finite(client: TestClient, raw: bytes) -> None:
     assert "age" in r.json()["detail"] or "JSON" in r.json()["detail"]
 
 
+MANY = 300  # good rows before a bad one: the body is over bulkjson.MIN_BYTES (fast path first)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"features": [[1, 2]]}, f"features[{MANY}] has 2 values, expected 8"),
+        ({"records": [row(height=3)]}, f"records[{MANY}]: unknown feature(s) ['height']"),
+        ({"records": [row(age="old")]}, f"row {MANY}, feature 'age': expected a finite number"),
+        ({"records": [row(age=None)]}, f"row {MANY}, feature 'age': expected a finite number"),
+        ({"records": [row(occupation=3)]}, f"row {MANY}, feature 'occupation': expected text"),
+        ({"records": [row()], "extra": 1}, "unknown field(s) ['extra']"),
+    ],
+)
+def test_a_large_body_gets_the_same_messages(client: TestClient, body: dict, message: str) -> None:
+    form = "features" if "features" in body else "records"
+    good = [list(r.values()) for r in GOOD] if form == "features" else GOOD
+    large = {**body, form: good * (MANY // len(GOOD)) + body[form]}
+    for path in ("/predict", "/ingest/batch"):
+        r = client.post(path, json=large)
+        assert r.status_code == 422, r.text
+        assert message in r.json()["detail"]
+
+
+def test_a_large_body_is_answered_as_its_rows_one_by_one(client: TestClient) -> None:
+    rows = demo.records(demo.demo_split(name="survey").live.head(400))
+    names = list(rows[0])
+    large = client.post("/predict", json={"features": [[r[k] for k in names] for r in rows]})
+    assert large.status_code == 200, large.text
+    alone = [client.post("/predict", json={"records": [r]}).json() for r in rows[:40]]
+    got = large.json()
+    assert got["predictions"][:40] == [a["predictions"][0] for a in alone]
+    assert got["class_probabilities"][:40] == [a["class_probabilities"][0] for a in alone]
+    labels = [i % 2 for i in range(len(rows))]
+    r = client.post("/ingest/batch", json={"records": rows, "labels": labels, "batch_id": "big"})
+    assert r.status_code == 200 and r.json()["rows"] == 400 and r.json()["labeled"] == 400
+
+
 def test_invalid_json_and_empty_body(client: TestClient) -> None:
     r = client.post("/predict", content=b"{nope", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "not valid JSON" in r.json()["detail"]
@@ -81,6 +119,10 @@ def test_too_many_rows(trained_copy) -> None:
         assert (
             r.status_code == 422 and "3 rows in one request; the limit is 2" in r.json()["detail"]
         )
+        for path in ("/predict", "/ingest/batch"):  # large bodies: read by the fast path
+            r = c.post(path, json={"records": GOOD * 100})
+            assert r.status_code == 422
+            assert "300 rows in one request; the limit is 2" in r.json()["detail"]
 
 
 def test_bad_ingest_stores_nothing(client: TestClient) -> None:
