@@ -36,10 +36,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
+
+if TYPE_CHECKING:
+    from pipelines.schema import FeatureSchema
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS, THREADS = 32, 2
@@ -185,9 +188,12 @@ def _tail(log: Path, n: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
 
 
-def model_call_ms(data_dir: Path, rows: list[dict[str, Any]], reps: int) -> dict[str, float]:
+def model_call_ms(
+    data_dir: Path, rows: list[dict[str, Any]], reps: int
+) -> tuple[dict[str, float], FeatureSchema]:
     """Median ms of one call on `rows` by each runtime of the champion in `data_dir`, each on one
-    thread: what the serving model costs apart from HTTP, validation and logging."""
+    thread: what the serving model costs apart from HTTP, validation and logging; and the
+    champion's feature schema."""
     from pipelines.forest import CompiledForest
     from pipelines.registry import CHAMPION, FOREST_FILE, Registry
     from pipelines.schema import FeatureSchema
@@ -217,7 +223,29 @@ def model_call_ms(data_dir: Path, rows: list[dict[str, Any]], reps: int) -> dict
             started = time.perf_counter()
             run()
             times[name].append((time.perf_counter() - started) * 1000)
-    return {name: statistics.median(t[1:]) for name, t in times.items()}
+    return {name: statistics.median(t[1:]) for name, t in times.items()}, schema
+
+
+def reading_ms(schema: FeatureSchema, bodies: dict[str, bytes], reps: int) -> dict[str, tuple]:
+    """Per batch body, median ms to turn it into validated columns, in this process: orjson +
+    `FeatureSchema.columns` (the ordinary path) against `pipelines.bulkjson.read_bulk`."""
+    from pipelines.bulkjson import read_bulk, warm_up
+
+    warm_up()
+    out = {}
+    for key, body in bodies.items():
+        times: dict[str, list[float]] = {"orjson": [], "bulk": []}
+        for _ in range(reps + 1):  # alternated, the first round unmeasured
+            started = time.perf_counter()
+            payload = orjson.loads(body)
+            schema.columns(payload.get("features"), payload.get("records"))
+            times["orjson"].append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            if read_bulk(body, schema, ["labels"]) is None:
+                raise RuntimeError(f"the bulk reader handed the {key!r} batch body on")
+            times["bulk"].append((time.perf_counter() - started) * 1000)
+        out[key] = (statistics.median(times["orjson"][1:]), statistics.median(times["bulk"][1:]))
+    return out
 
 
 def train(data_dir: Path, log: Path) -> None:
@@ -360,7 +388,7 @@ def main(quick: bool = False) -> None:
 
         say(f"training the demo forest (driftlab train) in {dirs['driftlab']} …")
         train(dirs["driftlab"], root / "train.log")
-        calls = model_call_ms(dirs["driftlab"], batch_recs, plan.batch_reps)
+        calls, schema = model_call_ms(dirs["driftlab"], batch_recs, plan.batch_reps)
 
         port = free_port()
         cmd = uvicorn_cmd("benchmarks._serving_apps:ceiling_app", port)
@@ -375,8 +403,9 @@ def main(quick: bool = False) -> None:
             say("(b) naive …")
             results["b"] = measure(f"{s.url}/predict", features_lua, plan)
 
-        port = free_port()
         bodies = {"d": batch_features, "d2": batch_records, "e": ingest_body}
+        reads = reading_ms(schema, bodies, plan.batch_reps)
+        port = free_port()
         with server(
             "driftlab", cmd_api(port), base_env(dirs["driftlab"], port), port, root / "c.log"
         ) as s:
@@ -397,7 +426,18 @@ def main(quick: bool = False) -> None:
                     rows_per_s(f"{s.url}{BATCH_PATHS[key]}", body, BATCH_ROWS, 1, 2 * workers)
                 measure_batches(s, bodies, plan, workers, batch, cpu_ms)
 
-    report(results, batch, cpu_ms, calls, health, plan)
+    report(results, batch, cpu_ms, calls, reads, health, plan)
+
+
+def drained(url: str, timeout_s: float = 30.0) -> None:
+    """Wait until the server's prediction log holds no rows the lake lacks: a line starts
+    without the previous one's flushing (the wrk runs leave up to a flush of single rows)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        log = httpx.get(f"{url}/health", timeout=10).json()["prediction_log"]
+        if log["pending_rows"] == 0:
+            return
+        time.sleep(0.05)
 
 
 def cmd_api(port: int) -> list[str]:
@@ -417,6 +457,7 @@ def measure_batches(
     for key, body in bodies.items():
         for clients in BATCH_CLIENTS:
             name = f"{key}/{clients}/{workers}"
+            drained(served.url)
             before = cpu_seconds(served.pid)
             try:
                 batch[name] = rows_per_s(
@@ -437,6 +478,7 @@ def report(
     batch: dict[str, list[float] | str],
     cpu_ms: dict[str, float],
     calls: dict[str, float],
+    reads: dict[str, tuple],
     health: dict[str, Any],
     plan: Plan,
 ) -> None:
@@ -504,6 +546,12 @@ def report(
         "",
         f"the model alone, one call on {BATCH_ROWS:,} rows, one thread, median of "
         f"{plan.batch_reps}: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in calls.items()),
+        f"a batch body read into validated columns, in process, median of {plan.batch_reps}: "
+        + ", ".join(
+            f"{batch_titles[key].split(' ', 1)[-1].strip()}: {ordinary:.1f} ms by orjson + "
+            f"checks, {bulk:.1f} ms by the bulk reader ({ordinary / bulk:.1f}x)"
+            for key, (ordinary, bulk) in reads.items()
+        ),
         "",
         f"driftlab prediction log: {log.get('flushed_rows', '?'):,} rows flushed to the lake, "
         f"last error: {log.get('last_error')}",

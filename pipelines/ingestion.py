@@ -57,5 +57,5 @@ def ingest(
     batch_id, snapshot = store.ingest(
         schema, columns, stored_labels, batch_id=batch_id, source=source
     )
-    labeled = sum(v is not None for v in stored_labels) if stored_labels else 0
+    labeled = len(stored_labels) - stored_labels.count(None) if stored_labels else 0
     return IngestResult(batch_id, n, labeled, snapshot, schema)

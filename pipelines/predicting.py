@@ -19,7 +19,7 @@ import numpy as np
 
 from pipelines.schema import SchemaError
 from pipelines.serving import ServingModel
-from pipelines.store.ids import prediction_ids
+from pipelines.store.ids import request_ids
 from pipelines.store.spool import PredictionLog
 
 Columns = dict[str, np.ndarray]
@@ -72,19 +72,21 @@ def predict_many(
         }
     index, proba = model.predict(schema.encode(columns))
     # Plain lists for the answers (one conversion each; the log record shares a few of them).
-    labels = [classes[i] for i in index.tolist()]
+    labels = model.class_array[index].tolist()
     confidence = proba.max(axis=1)  # the probability of the argmax class
     uncertain = band.uncertain(confidence).tolist()
     confidence_list = confidence.tolist()
     proba_list = proba.tolist()  # one small list per row: the answers' only, see `log.append`
     done, ts = time.perf_counter(), time.time()
-    answers, ids, latency_ms = [], [], []
+    answers, ids, id_ranges, latency_ms = [], [], [], []
     start = 0
     for (_, started), n in zip(requests, sizes, strict=True):
         rows = slice(start, start + n)
         start += n
-        request_ids = prediction_ids(n, ts)  # carry `ts`: feedback finds them without a scan
-        ids += request_ids
+        # The ids carry `ts` (feedback finds them without a scan) and share a request part.
+        request, row_ids = request_ids(n, ts)
+        ids += row_ids
+        id_ranges.append((request, n))
         latency_ms += [(done - started) * 1000.0] * n
         answers.append(
             {
@@ -92,7 +94,7 @@ def predict_many(
                 "probabilities": confidence_list[rows],
                 "class_probabilities": proba_list[rows],
                 "classes": list(classes),
-                "prediction_ids": request_ids,
+                "prediction_ids": row_ids,
                 "model_version": model.version,
                 "uncertain": uncertain[rows],
             }
@@ -100,6 +102,7 @@ def predict_many(
     log.append(
         {
             "ids": ids,
+            "id_ranges": id_ranges,
             "ts": ts,
             "model_name": model.name,
             "model_version": model.version,
@@ -107,7 +110,7 @@ def predict_many(
             # a list per row (the probabilities) gave the cyclic GC 10k objects to walk per
             # buffered 10k-row request; the flusher also concatenates arrays faster.
             "features": columns,
-            "prediction": [str(v) for v in labels],
+            "prediction": model.class_texts[index],
             "confidence": confidence,
             "probabilities": proba,
             "latency_ms": latency_ms,

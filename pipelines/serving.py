@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,16 @@ class ServingModel:
     def classes(self) -> tuple[Any, ...]:
         return self.schema.classes
 
+    @cached_property
+    def class_array(self) -> np.ndarray:
+        """The classes as an object array: `class_array[indices]` labels many rows at once."""
+        return _objects(self.classes)
+
+    @cached_property
+    def class_texts(self) -> np.ndarray:
+        """Each class as the text the prediction log stores, as an object array."""
+        return _objects([str(c) for c in self.classes])
+
     @classmethod
     def from_files(
         cls,
@@ -125,6 +136,12 @@ class ServingModel:
         """Class indices and the probability matrix for an encoded float32 matrix."""
         proba = np.asarray(self.predict_proba(x), dtype=np.float64)
         return proba.argmax(axis=1), proba
+
+
+def _objects(values: Any) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
 
 
 def load_version(registry: Registry, version: str) -> ServingModel:

@@ -31,6 +31,7 @@ def health(state: StateDep) -> dict[str, Any]:
         "model_error": state.models.last_error,
         "prediction_log": {
             "flushed_rows": state.log.flushed_rows,
+            "pending_rows": state.log.pending_rows,  # acknowledged, not yet in the lake
             "last_error": state.log.last_error,
         },
         "batching": {"requests": state.batcher.requests, "model_calls": state.batcher.batches},

@@ -19,7 +19,7 @@ import datetime as dt
 import os
 import re
 
-__all__ = ["ID_SLACK", "prediction_id_time", "prediction_ids"]
+__all__ = ["ID_SLACK", "prediction_id_row", "prediction_id_time", "prediction_ids", "request_ids"]
 
 _PATTERN = re.compile(r"[0-9a-f]{12}7[0-9a-f]{19}")
 
@@ -36,12 +36,17 @@ thread always reads a complete list."""
 
 def prediction_ids(n: int, ts: float) -> list[str]:
     """Ids for the `n` rows of one request predicted at `ts` (Unix seconds)."""
+    return request_ids(n, ts)[1]
+
+
+def request_ids(n: int, ts: float) -> tuple[str, list[str]]:
+    """`prediction_ids` and the part they share (see `prediction_id_row`)."""
     head = f"{int(ts * 1000):012x}7{os.urandom(7).hex()[:13]}"
     global _row_suffixes
     suffixes = _row_suffixes
     if n > len(suffixes):  # grows to the largest request seen
         suffixes = _row_suffixes = [f"{i:06x}" for i in range(n)]
-    return [head + suffix for suffix in suffixes[:n]]
+    return head, [head + suffix for suffix in suffixes[:n]]
 
 
 def prediction_id_time(prediction_id: str) -> dt.datetime | None:
@@ -49,3 +54,11 @@ def prediction_id_time(prediction_id: str) -> dt.datetime | None:
     if _PATTERN.fullmatch(prediction_id) is None:
         return None
     return dt.datetime.fromtimestamp(int(prediction_id[:12], 16) / 1000, dt.UTC)
+
+
+def prediction_id_row(prediction_id: str) -> tuple[str, int] | None:
+    """(its request's part, the row's index in its request) of an id made by
+    `prediction_ids`; None for any other id."""
+    if _PATTERN.fullmatch(prediction_id) is None:
+        return None
+    return prediction_id[:-6], int(prediction_id[-6:], 16)

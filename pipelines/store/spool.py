@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from pipelines.schema import NUMERIC, Feature, FeatureSchema
 from pipelines.settings import Settings
+from pipelines.store.ids import prediction_id_row
 from pipelines.store.store import Store
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,10 @@ class PredictionLog:
 
     A chunk is one request's predictions, column-wise: `ids`, `ts` (epoch seconds),
     `model_name`, `model_version`, `features` ({name: values}), `prediction`, `confidence`,
-    `probabilities`, `latency_ms` (one per row), `uncertain`, optional `image_ref`.
+    `probabilities`, `latency_ms` (one per row), `uncertain`, optional `image_ref`, and
+    optional `id_ranges`: [(request part, rows)] when the ids are exactly those that
+    `prediction_ids` made for these requests (`prediction_id_row` reads them back), so that a
+    large chunk's pending rows are tracked as ranges rather than 10k strings in a set.
 
     Subclasses log other kinds of rows through the same spool: they set `prefix` (their own
     spool segments) and override `_prepared`, `_commit` and `_drop_present`.
@@ -65,6 +69,8 @@ class PredictionLog:
         self._buffer: list[dict[str, Any]] = []
         self._rows = 0
         self._pending_ids: set[str] = set()
+        # Large chunks' rows, by request: an id's request part -> its rows (`id_ranges`).
+        self._pending_requests: dict[str, int] = {}
         self._seq = itertools.count()
         self._fd: int | None = None
         self._path: Path | None = None
@@ -122,7 +128,10 @@ class PredictionLog:
                 raise RuntimeError("prediction log is not started")
             os.write(self._fd, record)
             self._buffer.append(item)
-            self._pending_ids.update(chunk["ids"])
+            if "id_ranges" in item:
+                self._pending_requests.update(item["id_ranges"])
+            else:
+                self._pending_ids.update(chunk["ids"])
             self._rows += len(chunk["ids"])
             full = self._rows >= self.max_rows
         if full:
@@ -132,12 +141,15 @@ class PredictionLog:
     def pending_rows(self) -> int:
         """Acknowledged predictions not yet in the lake."""
         with self._lock:
-            return len(self._pending_ids)
+            return len(self._pending_ids) + sum(self._pending_requests.values())
 
     def is_pending(self, prediction_id: str) -> bool:
         """True while a prediction is acknowledged but not yet in the lake."""
+        row = prediction_id_row(prediction_id)
         with self._lock:
-            return prediction_id in self._pending_ids
+            if prediction_id in self._pending_ids:
+                return True
+            return row is not None and row[1] < self._pending_requests.get(row[0], 0)
 
     # -- flushing ------------------------------------------------------------------------------
 
@@ -172,7 +184,11 @@ class PredictionLog:
             n = sum(len(c["ids"]) for c in chunks)
             with self._lock:
                 for c in chunks:
-                    self._pending_ids.difference_update(c["ids"])
+                    if "id_ranges" in c:
+                        for request, _ in c["id_ranges"]:
+                            self._pending_requests.pop(request, None)
+                    else:
+                        self._pending_ids.difference_update(c["ids"])
             self.flushed_rows += n
             self.last_error = None
             return n
@@ -191,7 +207,10 @@ class PredictionLog:
         """
         if len(chunk["ids"]) < PREPARE_MIN_ROWS:
             return chunk
-        return {"ids": chunk["ids"], "table": chunks_to_table([chunk], self._schema())}
+        item = {"ids": chunk["ids"], "table": chunks_to_table([chunk], self._schema())}
+        if "id_ranges" in chunk:  # then its pending rows are a few ranges, not a set of ids
+            item["id_ranges"] = chunk["id_ranges"]
+        return item
 
     def _commit(self, chunks: list[dict[str, Any]]) -> None:
         """Write chunks, prepared or not, to the lake in one commit."""

@@ -82,6 +82,7 @@ def test_health_status_and_prometheus(client: TestClient) -> None:
     assert status["trained_on_snapshot"] >= 1 and 0.6 < status["metrics"]["accuracy"] <= 1
     assert [f["name"] for f in status["features"]] == list(demo.records(LIVE.head(1))[0])
     client.post("/predict", json={"records": demo.records(LIVE.head(5))})
+    assert client.get("/health").json()["prediction_log"]["pending_rows"] in (0, 5)
     text = client.get("/metrics").text
     assert 'driftlab_predictions_total{model_version="1"} 5.0' in text
     assert "driftlab_predict_latency_seconds_bucket" in text

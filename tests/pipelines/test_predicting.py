@@ -14,7 +14,8 @@ from pipelines.predicting import Band, Batcher, predict, predict_many
 from pipelines.registry import CHAMPION, Registry
 from pipelines.serving import ServingModel, load_version
 from pipelines.store import Store
-from pipelines.store.spool import PredictionLog
+from pipelines.store.ids import prediction_id_row
+from pipelines.store.spool import PREPARE_MIN_ROWS, PredictionLog
 from tests.conftest import make_settings
 
 ROWS = demo.records(demo.demo_split(name="survey").live.head(40))
@@ -38,6 +39,27 @@ def served(trained_copy: Path, tmp_path: Path):
 
 def columns(model: ServingModel, rows: list[dict]) -> dict[str, np.ndarray]:
     return model.schema.columns(records=rows)
+
+
+def test_a_large_requests_rows_are_pending_until_flushed(served) -> None:
+    """Large chunks track their pending rows as ranges of ids; small ones as a set."""
+    model, log = served
+    rows = (ROWS * 20)[: PREPARE_MIN_ROWS + 5]
+    small = predict(model, log, Band(), records=ROWS[:2])["prediction_ids"]
+    large = predict(model, log, Band(), records=rows)["prediction_ids"]
+    assert log.pending_rows == len(rows) + 2
+    assert all(log.is_pending(i) for i in large + small)
+    request, last = prediction_id_row(large[-1])
+    assert not log.is_pending(f"{request}{last + 1:06x}")  # one past its last row
+    assert not log.is_pending("no-such-id") and not log.is_pending(large[0][:-6] + "zzzzzz")
+    assert log.flush() == len(rows) + 2
+    assert log.pending_rows == 0 and not any(log.is_pending(i) for i in large + small)
+    stored = log.store.lake.scalar(
+        "SELECT count(*) FROM lake.predictions WHERE prediction_id IN "
+        f"({', '.join('?' * len(large))})",
+        large,
+    )
+    assert stored == len(rows)
 
 
 def test_many_requests_answer_as_each_would_alone(served) -> None:

@@ -39,13 +39,14 @@ def test_labels() -> None:
 
 def test_a_batch_of_labels_is_checked_like_each_label() -> None:
     s = FeatureSchema((), label_type="int", classes=(0, 1))
-    good = [1, "0", None, 1, 0, "1", None]
-    assert s.labels_to_store(good) == [None if v is None else s.label_to_store(v) for v in good]
-    for bad in ([1, True], [0, 2], [1, 1.0], [0, [1]], [0, {"a": 1}]):
+    for good in ([1, "0", None, 1, 0, "1", None], [1, "0", 1, 0, "1"]):
+        want = [None if v is None else s.label_to_store(v) for v in good]
+        assert s.labels_to_store(good) == want
+    for bad in ([1, True], [0, 2], [1, 1.0], [0, [1]], [0, {"a": 1}], [0, 7, 1, 2, "x"]):
         with pytest.raises(SchemaError) as batch_error:
             s.labels_to_store(bad)
         with pytest.raises(SchemaError) as one_error:
-            s.label_to_store(bad[-1])
+            s.label_to_store(bad[1])  # the first bad label of each
         assert str(batch_error.value) == str(one_error.value)
 
 
