@@ -5,7 +5,7 @@ list or dict per row), and validation then walks them all again to check their t
 numpy columns: together the largest share of a bulk /predict or /ingest/batch (`make bench`
 prints each line's CPU per batch). `read_bulk` reads the body's bytes once, in a numba kernel,
 checking them against the feature schema as it goes: numbers land in float64 columns, text in
-Arrow string columns.
+object arrays of str (one object per distinct value) built through Arrow.
 
 It is a fast path, never a second set of rules. It takes a body only when it reads it exactly
 as `orjson.loads` plus `FeatureSchema.columns` would, and answers None for anything else, so

@@ -110,7 +110,7 @@ def predict_many(
             # a list per row (the probabilities) gave the cyclic GC 10k objects to walk per
             # buffered 10k-row request; the flusher also concatenates arrays faster.
             "features": columns,
-            "prediction": model.class_texts[index],
+            "prediction": model.class_texts[index].tolist(),
             "confidence": confidence,
             "probabilities": proba,
             "latency_ms": latency_ms,
