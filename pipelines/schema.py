@@ -107,8 +107,8 @@ class FeatureSchema:
         checked once: a 10k-row batch has a handful of classes, not 10k of them."""
         if set(map(type, labels)) <= {int, str}:  # the common case, no bool (True == 1)
             # In order of first appearance: an error names the first bad label, as below.
-            stored = {label: self.label_to_store(label) for label in dict.fromkeys(labels)}
-            return list(map(stored.__getitem__, labels))
+            texts = {label: self.label_to_store(label) for label in dict.fromkeys(labels)}
+            return list(map(texts.__getitem__, labels))
         checked: dict[tuple[type, Any], str] = {}
         out: list[str | None] = []
         for label in labels:
