@@ -30,8 +30,8 @@ import pyarrow as pa
 from pipelines.schema import CATEGORICAL, NUMERIC, Feature, FeatureSchema
 
 MIN_BYTES = 16_384
-"""Smaller bodies take the ordinary path: the kernel pays only for bulk requests (a single-row
-/predict is ~150 bytes and answered in well under a millisecond either way)."""
+"""Smaller bodies take the ordinary path, so single rows (a /predict of one survey row is ~150
+bytes) and small batches go on exactly as before; the kernel is for bulk requests."""
 
 MATRIX_KEYS = ("features", "records")
 
@@ -88,8 +88,8 @@ def read_bulk(
 
 
 def warm_up() -> None:
-    """Load the kernels now (numba's import and its on-disk cache: most of a second), not at
-    the first bulk request."""
+    """Load the kernels now (numba's import and its on-disk cache), not at the first bulk
+    request."""
     schema = FeatureSchema((Feature("number"), Feature("text", CATEGORICAL)))
     read_bulk(b'{"features": [[0, "a"]]}', schema, min_bytes=0)
 
