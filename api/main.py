@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 
 from api.routes import (
     feedback,
@@ -29,6 +31,21 @@ from pipelines.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 
+def telemetry_config() -> TelemetryConfig:
+    """FastAPI's OpenTelemetry spans, metrics and logs: on when the environment configures
+    OpenTelemetry (an `OTEL_*` variable, or `FASTAPI_OTEL_AUTO_CONFIGURE`), off otherwise.
+
+    With them on and nothing configured, FastAPI asks the OpenTelemetry API for its global
+    providers on every request to find out that there are none: 8.5 µs a request in a
+    one-off timing, where single-row /predict at 4,500 requests/s leaves the event loop about
+    220 µs a request."""
+    on = (
+        any(k.startswith("OTEL_") for k in os.environ)
+        or "FASTAPI_OTEL_AUTO_CONFIGURE" in os.environ
+    )
+    return TelemetryConfig(tracing=on, metrics=on, logs=on)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -45,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Serve, log, monitor and retrain: the closed ML loop.",
         lifespan=lifespan,
+        telemetry=telemetry_config(),
     )
 
     @app.exception_handler(RequestValidationError)

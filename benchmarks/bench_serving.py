@@ -5,7 +5,9 @@ scikit-learn server (the baseline), all on 127.0.0.1 in one run, plus batch thro
 
 Each server is a subprocess with its own environment, started, waited for (/health) and killed in
 turn, so only one serves at a time; `wrk` (-t2 -c32, after a short warm-up) measures requests/s and
-latency percentiles with single-row bodies cycling over real demo rows. driftlab runs as
+latency percentiles with single-row bodies cycling over real demo rows, in three 6-s runs whose
+median is the line's figure (each run's p99 is printed too: on this shared machine one run's
+p99 can be several times the next one's). driftlab runs as
 `driftlab api` on a fresh data dir where `driftlab train` trained and promoted the demo forest, with
 prediction logging on. Batch figures come from httpx clients: one alone, then four at once,
 with the server's CPU time per batch; first on that server (one API process, the default), then
@@ -62,10 +64,11 @@ class Plan:
     duration_s: int  # each measured wrk run
     warmup_s: int
     batch_reps: int
+    wrk_runs: int  # measured wrk runs per line; their median is the line's figure
 
     @classmethod
     def of(cls, quick: bool) -> Plan:
-        return cls(3, 1, 3) if quick else cls(10, 2, 7)
+        return cls(3, 1, 3, 1) if quick else cls(6, 2, 7, 3)
 
 
 @dataclass(frozen=True)
@@ -314,9 +317,22 @@ def parse_wrk(out: str) -> WrkResult:
     return WrkResult(float(rps.group(1)), latency("50"), latency("99"), int(total.group(1)), errors)
 
 
-def measure(url: str, script: Path, plan: Plan) -> WrkResult:
+def measure(url: str, script: Path, plan: Plan) -> list[WrkResult]:
+    """A warm-up run, then `plan.wrk_runs` measured runs."""
     wrk(url, script, plan.warmup_s)
-    return wrk(url, script, plan.duration_s)
+    return [wrk(url, script, plan.duration_s) for _ in range(plan.wrk_runs)]
+
+
+def median_run(runs: list[WrkResult]) -> WrkResult:
+    """Each figure's median over the runs (a slow stretch of the machine then moves one
+    run, not the line); requests and errors are summed."""
+    return WrkResult(
+        statistics.median(r.requests_s for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        sum(r.requests for r in runs),
+        sum(r.errors for r in runs),
+    )
 
 
 def rows_per_s(url: str, body: bytes, rows: int, reps: int, clients: int = 1) -> list[float]:
@@ -374,7 +390,7 @@ def main(quick: bool = False) -> None:
     batch_records = orjson.dumps({"records": batch_recs})
     ingest_body = orjson.dumps({"records": batch_recs, "labels": tiled(labels, BATCH_ROWS)})
 
-    results: dict[str, WrkResult] = {}
+    results: dict[str, list[WrkResult]] = {}
     batch: dict[str, list[float] | str] = {}  # rows/s per request, or what went wrong
     cpu_ms: dict[str, float] = {}  # the server's CPU ms per batch
     health: dict[str, Any] = {}
@@ -474,7 +490,7 @@ def measure_batches(
 
 
 def report(
-    results: dict[str, WrkResult],
+    results: dict[str, list[WrkResult]],
     batch: dict[str, list[float] | str],
     cpu_ms: dict[str, float],
     calls: dict[str, float],
@@ -482,13 +498,15 @@ def report(
     health: dict[str, Any],
     plan: Plan,
 ) -> None:
-    a, b, c = results["a"], results["b"], results["c"]
+    medians = {key: median_run(runs) for key, runs in results.items()}
+    a, b, c = medians["a"], medians["b"], medians["c"]
+    runs = f"median of {plan.wrk_runs} runs" if plan.wrk_runs > 1 else "one run"
     lines = [
         "",
-        f"serving on 127.0.0.1: wrk -t{THREADS} -c{CONNECTIONS} -d{plan.duration_s}s after a "
-        f"{plan.warmup_s} s warm-up, single-row bodies, one server process at a time",
+        f"serving on 127.0.0.1: wrk -t{THREADS} -c{CONNECTIONS} -d{plan.duration_s}s, {runs} "
+        f"after a {plan.warmup_s} s warm-up, single-row bodies, one server process at a time",
         "",
-        f"{'':42} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}",
+        f"{'':42} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}   p99 of each run",
     ]
     titles = {
         "a": "(a) ceiling: trivial async FastAPI",
@@ -497,9 +515,11 @@ def report(
         "c2": "    driftlab /predict, records, logged",
     }
     for key, title in titles.items():
-        r = results[key]
+        r = medians[key]
+        each = " ".join(f"{run.p99_ms:.1f}" for run in results[key])
         lines.append(
-            f"{title:42} {r.requests_s:9,.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d}"
+            f"{title:42} {r.requests_s:9,.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d}   "
+            + each
         )
     vs_naive, vs_ceiling = c.requests_s / b.requests_s, c.requests_s / a.requests_s
     lines += [

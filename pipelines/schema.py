@@ -327,6 +327,11 @@ def _record_columns(records: list[dict[str, Any]], names: list[str]) -> list[Any
 
 _NUMBER_TYPES = frozenset((int, float))
 
+_FEW = 16
+"""Columns of at most this many values (single rows, small batches) are checked value by value
+in Python: for one value, `np.isfinite(...).all()` alone took longer than the whole check
+(3.2 µs against 1.4 µs in a one-off timing; validating one survey row went from 45 to 28 µs)."""
+
 
 def _finite(value: int | float) -> bool:
     try:
@@ -346,12 +351,20 @@ def _check_column(column: Any, feat: Feature) -> np.ndarray:
                 )
             return column
         if set(map(type, column)) <= _NUMBER_TYPES:  # plain JSON numbers: check them at once
-            try:
-                values = np.array(column, dtype=np.float64)
-            except OverflowError:
-                values = None  # an int too large for a float: the loop below says which
-            if values is not None and np.isfinite(values).all():
-                return values
+            if len(column) <= _FEW:  # numpy's per-call costs outweigh checking a few in Python
+                try:
+                    finite = all(map(math.isfinite, column))
+                except OverflowError:
+                    finite = False  # an int too large for a float: the loop below says which
+                if finite:
+                    return np.array(column, dtype=np.float64)
+            else:
+                try:
+                    values = np.array(column, dtype=np.float64)
+                except OverflowError:
+                    values = None  # an int too large for a float: the loop below says which
+                if values is not None and np.isfinite(values).all():
+                    return values
         for i, v in enumerate(column):
             if isinstance(v, bool) or not isinstance(v, int | float) or not _finite(v):
                 raise SchemaError(

@@ -136,3 +136,17 @@ def test_promote_and_rollback_through_the_api(client: TestClient, trained_copy) 
     history = client.get("/api/model-status").json()["history"]
     assert [h["event"] for h in history[:2]] == ["rolled_back", "promoted"]
     assert client.post("/api/models/rollback").status_code == 409  # v1 has nothing before it
+
+
+def test_fastapi_opentelemetry_is_on_only_when_the_environment_configures_it(
+    monkeypatch,
+) -> None:
+    import os
+
+    from api.main import telemetry_config
+
+    for key in [k for k in os.environ if k.startswith(("OTEL_", "FASTAPI_OTEL_"))]:
+        monkeypatch.delenv(key)
+    assert telemetry_config() == {"tracing": False, "metrics": False, "logs": False}
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert telemetry_config() == {"tracing": True, "metrics": True, "logs": True}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -55,6 +57,20 @@ def test_huge_integers_are_a_clear_error() -> None:
     for payload in ({"features": [[10**400, 1.0]]}, {"records": [{"f0": 10**400, "f1": 1.0}]}):
         with pytest.raises(SchemaError, match="feature 'f0': expected a finite number"):
             s.columns(**payload)
+
+
+def test_non_finite_numbers_are_refused_in_small_and_large_columns() -> None:
+    """Columns of a few values are checked in Python, longer ones by numpy: same verdicts."""
+    s = infer_schema(records=[{"a": 1.0, "b": "x"}])  # text too: numbers come as lists
+    for bad in (math.nan, math.inf, -math.inf, 10**400):
+        for rows in (1, 3, 40):
+            records = [{"a": 1.0, "b": "x"} for _ in range(rows)]
+            records[-1]["a"] = bad
+            with pytest.raises(SchemaError, match=f"row {rows - 1}, feature 'a': expected a fin"):
+                s.columns(records=records)
+    for rows in (1, 3, 40):
+        got = s.columns(records=[{"a": 10**300, "b": "x"}] * rows)["a"]
+        assert got.dtype == np.float64 and got.tolist() == [1e300] * rows
 
 
 def test_records_are_checked_row_by_row_whatever_their_shape() -> None:

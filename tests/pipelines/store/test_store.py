@@ -56,6 +56,21 @@ def test_time_travel_reads_exactly_the_training_snapshot(settings: Settings) -> 
     np.testing.assert_array_equal(np.sort(store.labeled_rows(snap).columns["f0"]), np.arange(10.0))
 
 
+def test_snapshot_id_is_the_current_snapshot_of_a_fresh_reader(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.store import lake
+
+    store = Store.open(settings)
+    for i in range(3):
+        ingest(store, features=[[float(i)]] * 300, labels=[0] * 300)
+        current = store.lake.scalar("SELECT id FROM lake.current_snapshot()")
+        assert store.snapshot_id() == current
+    # A DuckLake whose catalog database is named otherwise: asked through DuckLake instead.
+    monkeypatch.setattr(lake, "_METADATA", "__no_such_catalog")
+    assert store.snapshot_id() == current
+
+
 def test_compact_keeps_protected_snapshots(settings: Settings) -> None:
     store = Store.open(settings)
     ingest(store, features=[[1.0]], labels=[0])
