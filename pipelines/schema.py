@@ -351,20 +351,17 @@ def _check_column(column: Any, feat: Feature) -> np.ndarray:
                 )
             return column
         if set(map(type, column)) <= _NUMBER_TYPES:  # plain JSON numbers: check them at once
-            if len(column) <= _FEW:  # numpy's per-call costs outweigh checking a few in Python
-                try:
-                    finite = all(map(math.isfinite, column))
-                except OverflowError:
-                    finite = False  # an int too large for a float: the loop below says which
-                if finite:
-                    return np.array(column, dtype=np.float64)
-            else:
-                try:
-                    values = np.array(column, dtype=np.float64)
-                except OverflowError:
-                    values = None  # an int too large for a float: the loop below says which
-                if values is not None and np.isfinite(values).all():
-                    return values
+            try:
+                values = np.array(column, dtype=np.float64)
+            except OverflowError:
+                values = None  # an int too large for a float: the loop below says which
+            # A few values are checked in Python: numpy's per-call cost outweighs them.
+            if values is not None and (
+                all(map(math.isfinite, column))
+                if len(column) <= _FEW
+                else np.isfinite(values).all()
+            ):
+                return values
         for i, v in enumerate(column):
             if isinstance(v, bool) or not isinstance(v, int | float) or not _finite(v):
                 raise SchemaError(
