@@ -31,6 +31,9 @@ T = TypeVar("T")
 _RETRYABLE = ("conflict", "locked", "busy", "database is locked", "unique constraint")
 
 
+_SETUP = "__driftlab_catalog_setup"
+"""The SQLite catalog attached alone, briefly, before the lake is (`Lake._prepare_catalog`)."""
+
 _METADATA = "__ducklake_metadata_lake"
 """The catalog database (SQLite or PostgreSQL) DuckLake attaches for the lake `lake`."""
 
@@ -67,30 +70,21 @@ def extension_file(name: str) -> Path:
     return path
 
 
-def _use_wal(catalog: Path) -> None:
-    """Put a SQLite catalog in WAL mode (persistent), so readers never wait for a commit."""
-    with contextlib.closing(sqlite3.connect(catalog, timeout=30)) as db:
-        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            db.execute("PRAGMA journal_mode=WAL")
+def _create_wal_catalog(catalog: Path) -> None:
+    """Make an empty SQLite catalog in WAL mode (persistent: readers never wait for a commit).
 
-
-def _relocate(catalog: Path, data_path: str) -> None:
-    """Point a moved SQLite catalog at its files' new home.
-
-    DuckLake's attach-time override is not enough: file cleanup after compaction resolves
-    paths against the recorded data path, and would delete the *old* location's files.
+    Made under a private name and linked into place, so no other process or thread ever opens
+    it before it is whole, and Python's sqlite3 (a second copy of SQLite in this process, see
+    `Lake._prepare_catalog`) is closed before anyone else can hold a lock on it.
     """
-    with contextlib.closing(sqlite3.connect(catalog, timeout=30)) as db:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "ducklake_metadata" not in tables:
-            return  # a new catalog: the attach records data_path
-        row = db.execute("SELECT value FROM ducklake_metadata WHERE key = 'data_path'").fetchone()
-        if row is not None and row[0] != data_path:
-            logger.info("data dir moved: files now under %s (were %s)", data_path, row[0])
-            with db:
-                db.execute(
-                    "UPDATE ducklake_metadata SET value = ? WHERE key = 'data_path'", [data_path]
-                )
+    private = catalog.with_name(f".{catalog.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    try:
+        with contextlib.closing(sqlite3.connect(private)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        with contextlib.suppress(FileExistsError):  # another one won the race: use it
+            os.link(private, catalog)
+    finally:
+        private.unlink(missing_ok=True)
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -164,9 +158,7 @@ class Lake:
             catalog = Path(catalog_uri.split(":", 1)[1])
             catalog.parent.mkdir(parents=True, exist_ok=True)
             self._write_lock_path = catalog.with_name(catalog.name + ".writelock")
-            _use_wal(catalog)
-            if override_data_path:
-                _relocate(catalog, data_path)
+            self._prepare_catalog(catalog, data_path if override_data_path else None)
         if "://" not in data_path:
             Path(data_path).mkdir(parents=True, exist_ok=True)
         options = [f"DATA_PATH '{data_path}'", f"DATA_INLINING_ROW_LIMIT {int(inlining_row_limit)}"]
@@ -182,6 +174,61 @@ class Lake:
             ),
             what="attach",
         )
+
+    def _prepare_catalog(self, catalog: Path, data_path: str | None) -> None:
+        """Put a SQLite catalog in WAL mode and, given `data_path`, record it there.
+
+        Both go through DuckDB's own SQLite (the sqlite extension), never Python's `sqlite3`
+        on an existing catalog: a process holds one lock table per copy of SQLite, and closing
+        any descriptor of a file drops every POSIX lock the process holds on it. Python's
+        connection closing would silently release the locks that another attachment of this
+        process (the dashboard and a notebook kernel in one process, a test opening two
+        stores) holds on the catalog and its WAL index, mid-transaction.
+
+        The data path: DuckLake's attach-time override is not enough for a moved catalog: file
+        cleanup after compaction resolves paths against the recorded data path, and would
+        delete the *old* location's files.
+        """
+        if not catalog.exists():
+            _create_wal_catalog(catalog)
+        self._retry(
+            lambda: self._con.execute(f"ATTACH '{catalog}' AS {_SETUP} (TYPE sqlite)"),
+            what="attach the catalog",
+        )
+        try:
+            mode = self._retry(
+                lambda: self._con.execute(
+                    f"SELECT * FROM sqlite_query('{_SETUP}', 'PRAGMA journal_mode')"
+                ).fetchall()[0][0],
+                what="read the journal mode",
+            )
+            if data_path is not None:
+                self._retry(lambda: self._record_data_path(data_path), what="record data path")
+        finally:
+            self._con.execute(f"DETACH {_SETUP}")
+        if str(mode).lower() != "wal":
+            # A catalog made before driftlab used WAL: no driftlab attachment of this process
+            # holds it (each one switches it first), and the switch needs a connection outside
+            # a transaction, which DuckDB's SQLite does not offer.
+            with contextlib.closing(sqlite3.connect(catalog, timeout=30)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+
+    def _record_data_path(self, data_path: str) -> None:
+        exists = self._con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+            [_SETUP, "ducklake_metadata"],
+        ).fetchall()[0][0]
+        if not exists:
+            return  # a new catalog: the attach records data_path
+        rows = self._con.execute(
+            f"SELECT value FROM {_SETUP}.ducklake_metadata WHERE key = 'data_path'"
+        ).fetchall()
+        if rows and rows[0][0] != data_path:
+            logger.info("data dir moved: files now under %s (were %s)", data_path, rows[0][0])
+            self._con.execute(
+                f"UPDATE {_SETUP}.ducklake_metadata SET value = ? WHERE key = 'data_path'",
+                [data_path],
+            )
 
     # -- connections ---------------------------------------------------------------------------
 

@@ -103,6 +103,84 @@ def test_a_copied_data_dir_is_independent_of_the_original(settings: Settings, tm
     assert len(Store.open(settings).labeled_rows()) == 900  # the original still reads
 
 
+def _journal_mode(catalog) -> str:
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(catalog)) as db:
+        return db.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_a_second_store_in_a_process_never_opens_the_catalog_with_pythons_sqlite(
+    settings: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing Python's sqlite3 connection (a second copy of SQLite) would drop the POSIX locks
+    that the first store's DuckDB holds on the catalog: WAL mode and a moved data dir are
+    handled through DuckDB's own SQLite instead."""
+    import contextlib
+    import shutil
+    import sqlite3
+
+    from pipelines.store import lake
+    from tests.conftest import make_settings
+
+    first = Store.open(settings)
+    ingest(first, features=[[1.0]] * 300, labels=[0] * 300)
+    first.close()
+    copy = tmp_path / "copy"
+    shutil.copytree(settings.data_dir, copy)
+    open_in_copy = Store.open(make_settings(copy))  # the catalog is now attached here
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Python's sqlite3 opened the catalog")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(lake.sqlite3, "connect", refused)
+        second = Store.open(make_settings(copy))
+        ingest(second, features=[[2.0]] * 300, labels=[1] * 300)
+    assert len(open_in_copy.labeled_rows()) == 600
+    second.close()
+    open_in_copy.close()  # Python's sqlite3 may read the catalog now: no store holds it
+    catalog = make_settings(copy).catalog_uri.split(":", 1)[1]
+    with contextlib.closing(sqlite3.connect(catalog)) as db:  # files recorded under the copy
+        (recorded,) = db.execute(
+            "SELECT value FROM ducklake_metadata WHERE key = 'data_path'"
+        ).fetchone()
+    assert recorded == make_settings(copy).data_path
+    assert _journal_mode(catalog) == "wal"
+
+
+def test_a_catalog_made_without_wal_is_switched_to_it(settings: Settings) -> None:
+    import contextlib
+    import sqlite3
+
+    Store.open(settings).close()
+    catalog = settings.catalog_uri.split(":", 1)[1]
+    with contextlib.closing(sqlite3.connect(catalog)) as db:
+        db.execute("PRAGMA journal_mode=DELETE")
+    assert _journal_mode(catalog) == "delete"
+    store = Store.open(settings)
+    ingest(store, features=[[1.0]], labels=[0])
+    assert len(store.labeled_rows()) == 1
+    store.close()
+    assert _journal_mode(catalog) == "wal"
+
+
+def test_stores_opened_at_once_on_a_new_data_dir_share_one_catalog(settings: Settings) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(lambda _: Store.open(settings), range(4)))
+    for i, store in enumerate(stores):
+        ingest(store, features=[[float(i)]], labels=[i], batch_id=f"b{i}")
+    assert all(len(store.labeled_rows()) == 4 for store in stores)
+    for store in stores:
+        store.close()
+    catalog = settings.catalog_uri.split(":", 1)[1]
+    assert _journal_mode(catalog) == "wal"
+    assert not [p.name for p in settings.data_dir.rglob(".*") if p.is_file()]
+
+
 def test_a_machine_that_never_loaded_the_extension_opens_the_store(tmp_path) -> None:
     """DuckDB copies an installed extension under $HOME/.duckdb; a fresh machine has none, and
     a DuckLake setting used before LOAD made DuckDB look there (and fail) instead."""
