@@ -81,8 +81,13 @@ def _create_wal_catalog(catalog: Path) -> None:
     try:
         with contextlib.closing(sqlite3.connect(private)) as db:
             db.execute("PRAGMA journal_mode=WAL")
-        with contextlib.suppress(FileExistsError):  # another one won the race: use it
+        try:
             os.link(private, catalog)
+        except FileExistsError:
+            pass  # another process or thread won the race: use its catalog
+        except OSError:  # a filesystem without hard links
+            if not catalog.exists():
+                os.replace(private, catalog)
     finally:
         private.unlink(missing_ok=True)
 
