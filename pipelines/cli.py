@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from pipelines import logs
+from pipelines import logs, supervisor
 from pipelines.settings import Settings, get_settings
 
 logger = logging.getLogger("driftlab")
@@ -66,6 +66,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     check_bind(host, settings)
     os.environ.update(settings.process_env())
     os.environ[logs.ENV] = "api"  # uvicorn's worker processes log to the same file
+    if settings.api_workers > 1:
+        os.environ.update(supervisor.children_env())  # they die with this process
     uvicorn.run(
         "api.main:create_app",
         factory=True,
@@ -327,7 +329,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     """Bootstrap, then run every process until Ctrl-C."""
     bootstrap(settings)
     check_bind(settings.api_host, settings)
-    env = {**os.environ, **settings.process_env()}
+    env = {**os.environ, **settings.process_env(), **supervisor.children_env()}
     commands = {
         name: [sys.executable, "-m", "pipelines.cli", name]
         for name in ("api", "worker", "dashboard")
@@ -503,6 +505,7 @@ def _register_vision(sub: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    supervisor.follow()  # started by `driftlab up`: die with it
     args = build_parser().parse_args(argv)
     settings = get_settings()
     name = args.command if args.command in logs.PROCESSES else None

@@ -1,4 +1,5 @@
-"""The command line: help lists every command; the API refuses to be exposed without a key."""
+"""The command line: help lists every command; the API refuses to be exposed without a key;
+`driftlab up`'s processes die with it."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pipelines import cli
 from tests.conftest import make_settings
+from tests.helpers import children, free_port, kill_all, running, wait_until
 
 COMMANDS = ["up", "api", "train", "drift", "worker", "models", "compact", "init"]
 
@@ -46,3 +49,44 @@ def test_models_list_and_rollback_from_the_shell(trained_copy: Path) -> None:
     assert json.loads(listed.stdout)[0]["aliases"] == ["champion"]
     refused = driftlab("models", "rollback")
     assert refused.returncode == 1 and "no earlier champion" in refused.stderr
+
+
+def test_the_processes_of_a_killed_up_stop(trained_copy: Path) -> None:
+    """`kill -9` of `driftlab up`: its API, worker and dashboard used to go on running (and
+    holding their ports); the kernel now sends each of them SIGTERM."""
+    api_port, dashboard_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DRIFTLAB_DATA_DIR": str(trained_copy),
+        "DRIFTLAB_API_PORT": str(api_port),
+        "DRIFTLAB_DASHBOARD_PORT": str(dashboard_port),
+    }
+
+    def serving() -> bool:
+        try:
+            api = httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=2)
+            dashboard = httpx.get(f"http://127.0.0.1:{dashboard_port}/", timeout=2)
+        except httpx.HTTPError:
+            return False
+        return api.status_code == 200 and dashboard.status_code == 200
+
+    log = trained_copy.parent / "up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "up"], env=env, stdout=out, stderr=out
+        )
+    started: list[int] = []
+    try:
+        assert wait_until(serving, timeout=120), log.read_text()[-3000:]
+        started = children(up.pid)
+        assert len(started) == 3  # api, worker, dashboard
+        up.kill()
+        up.wait(10)
+        assert wait_until(lambda: not any(running(pid) for pid in started), timeout=30), [
+            pid for pid in started if running(pid)
+        ]
+        assert not serving()
+    finally:
+        if up.poll() is None:
+            up.kill()
+        kill_all(started)

@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pipelines import demo, training
 from pipelines.ingestion import ingest
 from pipelines.registry import Registry
 from pipelines.store import Store
 from tests.conftest import make_settings
-from tests.helpers import ApiServer
+from tests.helpers import ApiServer, children, kill_all, running, wait_until
 
 RECORDS = demo.records(demo.demo_split(name="survey").live)
 
@@ -139,3 +140,32 @@ def test_bootstrap_store_from_api(tmp_path: Path) -> None:
     result = training.train(store, Registry.from_settings(s))
     # The held-out 20% is drawn by a hash of each row's id: about 60 of the 300.
     assert result.promoted and result.n_train + result.n_test == 300 and 30 < result.n_test < 90
+
+
+def test_workers_of_a_killed_api_supervisor_stop_and_free_the_port(trained_copy: Path) -> None:
+    """`kill -9` of `driftlab api` with two worker processes: they used to go on serving on
+    the port; now each gets SIGTERM from the kernel, flushes its log and exits."""
+    server = ApiServer(trained_copy, DRIFTLAB_API_WORKERS="2")
+    server.start(timeout=120)
+    assert server.proc is not None
+    acked = httpx.post(f"{server.url}/predict", json={"records": RECORDS[:3]}, timeout=10)
+    assert acked.status_code == 200
+    workers = children(server.proc.pid)
+    assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
+    server.kill()
+    try:
+        assert wait_until(lambda: not any(running(pid) for pid in workers), timeout=30), [
+            pid for pid in workers if running(pid)
+        ]
+    finally:
+        kill_all(workers)  # whatever outlived the test
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/health", timeout=2)
+    restarted = ApiServer(trained_copy)
+    restarted.start()
+    try:
+        store = Store.open(make_settings(trained_copy), read_only=True)
+        ids = acked.json()["prediction_ids"]
+        assert store.existing_prediction_ids(ids) == set(ids)
+    finally:
+        restarted.stop()
