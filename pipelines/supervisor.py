@@ -29,17 +29,15 @@ def children_env() -> dict[str, str]:
     return {ENV: str(os.getpid())}
 
 
-def follow() -> bool:
-    """Die with the supervisor that started this process, if one did; True if now bound."""
+def follow() -> None:
+    """Die with the supervisor that started this process, if one did."""
     supervisor = os.environ.get(ENV, "")
-    if not supervisor.isdigit() or int(supervisor) == os.getpid():
-        return False
-    if os.getppid() != int(supervisor) or not sys.platform.startswith("linux"):
-        return False  # not its direct child, or no parent-death signal here
+    if not supervisor.isdigit() or os.getppid() != int(supervisor):
+        return  # no supervisor, or not its direct child (the supervisor itself, a grandchild)
+    if not sys.platform.startswith("linux"):
+        return  # no parent-death signal here
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
         logger.warning("could not ask to die with the supervisor: errno %d", ctypes.get_errno())
-        return False
-    if os.getppid() != int(supervisor):  # it died before the request took effect
+    elif os.getppid() != int(supervisor):  # it died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
-    return True

@@ -103,12 +103,14 @@ def test_a_copied_data_dir_is_independent_of_the_original(settings: Settings, tm
     assert len(Store.open(settings).labeled_rows()) == 900  # the original still reads
 
 
-def _journal_mode(catalog) -> str:
+def _catalog_value(settings: Settings, sql: str) -> str:
+    """One value from a store's SQLite catalog, through Python's sqlite3: only once no store of
+    this process holds the catalog (see `Lake._prepare_catalog`)."""
     import contextlib
     import sqlite3
 
-    with contextlib.closing(sqlite3.connect(catalog)) as db:
-        return db.execute("PRAGMA journal_mode").fetchone()[0]
+    with contextlib.closing(sqlite3.connect(settings.catalog_uri.split(":", 1)[1])) as db:
+        return db.execute(sql).fetchone()[0]
 
 
 def test_a_second_store_in_a_process_never_opens_the_catalog_with_pythons_sqlite(
@@ -117,9 +119,7 @@ def test_a_second_store_in_a_process_never_opens_the_catalog_with_pythons_sqlite
     """Closing Python's sqlite3 connection (a second copy of SQLite) would drop the POSIX locks
     that the first store's DuckDB holds on the catalog: WAL mode and a moved data dir are
     handled through DuckDB's own SQLite instead."""
-    import contextlib
     import shutil
-    import sqlite3
 
     from pipelines.store import lake
     from tests.conftest import make_settings
@@ -127,43 +127,33 @@ def test_a_second_store_in_a_process_never_opens_the_catalog_with_pythons_sqlite
     first = Store.open(settings)
     ingest(first, features=[[1.0]] * 300, labels=[0] * 300)
     first.close()
-    copy = tmp_path / "copy"
-    shutil.copytree(settings.data_dir, copy)
-    open_in_copy = Store.open(make_settings(copy))  # the catalog is now attached here
+    shutil.copytree(settings.data_dir, tmp_path / "copy")
+    copy = make_settings(tmp_path / "copy")
+    open_in_copy = Store.open(copy)  # the catalog is now attached here
 
     def refused(*args: object, **kwargs: object) -> None:
         raise AssertionError("Python's sqlite3 opened the catalog")
 
     with monkeypatch.context() as patched:
         patched.setattr(lake.sqlite3, "connect", refused)
-        second = Store.open(make_settings(copy))
+        second = Store.open(copy)
         ingest(second, features=[[2.0]] * 300, labels=[1] * 300)
     assert len(open_in_copy.labeled_rows()) == 600
     second.close()
-    open_in_copy.close()  # Python's sqlite3 may read the catalog now: no store holds it
-    catalog = make_settings(copy).catalog_uri.split(":", 1)[1]
-    with contextlib.closing(sqlite3.connect(catalog)) as db:  # files recorded under the copy
-        (recorded,) = db.execute(
-            "SELECT value FROM ducklake_metadata WHERE key = 'data_path'"
-        ).fetchone()
-    assert recorded == make_settings(copy).data_path
-    assert _journal_mode(catalog) == "wal"
+    open_in_copy.close()
+    data_path = "SELECT value FROM ducklake_metadata WHERE key = 'data_path'"
+    assert _catalog_value(copy, data_path) == copy.data_path  # files recorded under the copy
+    assert _catalog_value(copy, "PRAGMA journal_mode") == "wal"
 
 
 def test_a_catalog_made_without_wal_is_switched_to_it(settings: Settings) -> None:
-    import contextlib
-    import sqlite3
-
     Store.open(settings).close()
-    catalog = settings.catalog_uri.split(":", 1)[1]
-    with contextlib.closing(sqlite3.connect(catalog)) as db:
-        db.execute("PRAGMA journal_mode=DELETE")
-    assert _journal_mode(catalog) == "delete"
+    assert _catalog_value(settings, "PRAGMA journal_mode=DELETE") == "delete"
     store = Store.open(settings)
     ingest(store, features=[[1.0]], labels=[0])
     assert len(store.labeled_rows()) == 1
     store.close()
-    assert _journal_mode(catalog) == "wal"
+    assert _catalog_value(settings, "PRAGMA journal_mode") == "wal"
 
 
 def test_stores_opened_at_once_on_a_new_data_dir_share_one_catalog(settings: Settings) -> None:
@@ -176,8 +166,7 @@ def test_stores_opened_at_once_on_a_new_data_dir_share_one_catalog(settings: Set
     assert all(len(store.labeled_rows()) == 4 for store in stores)
     for store in stores:
         store.close()
-    catalog = settings.catalog_uri.split(":", 1)[1]
-    assert _journal_mode(catalog) == "wal"
+    assert _catalog_value(settings, "PRAGMA journal_mode") == "wal"
     assert not [p.name for p in settings.data_dir.rglob(".*") if p.is_file()]
 
 
