@@ -6,12 +6,14 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 
+from api.guard import RequestGuard
 from api.routes import (
     feedback,
     health,
@@ -26,9 +28,14 @@ from api.routes import (
     retraining,
 )
 from api.state import AppState
+from pipelines.sameorigin import READS
+from pipelines.schema import BRIEF_CHARS
 from pipelines.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+
+SHOWN_ERRORS = 5
+"""A 422 names this many of a request's problems (a list of 100k bad items has 100k)."""
 
 
 def telemetry_config() -> TelemetryConfig:
@@ -67,7 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()]
+        errors = exc.errors()
+        problems = [
+            f"{'.'.join(str(p)[:BRIEF_CHARS] for p in err['loc'])}: {err['msg']}"
+            for err in errors[:SHOWN_ERRORS]
+        ]
+        if len(errors) > SHOWN_ERRORS:
+            problems.append(f"and {len(errors) - SHOWN_ERRORS} more")
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
     @app.exception_handler(Exception)
@@ -79,4 +92,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (*routers, labeling, retraining, images):
         app.include_router(module.router)
     app.add_middleware(predict.PredictFastPath)
+    app.add_middleware(RequestGuard, settings=settings)  # added last: it runs first
+    document_api_key(app)
     return app
+
+
+def document_api_key(app: FastAPI) -> None:
+    """Show in /docs that every write takes the API key (`RequestGuard` checks it)."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = default()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "APIKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "Bearer": {"type": "http", "scheme": "bearer"},
+        }
+        for path in schema["paths"].values():
+            for method, operation in path.items():
+                if method.upper() not in READS:
+                    operation["security"] = [{"APIKey": []}, {"Bearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -2,7 +2,8 @@
 
 The shell is a navbar built from Dash's page registry and the page container; each page in
 `dashboard/pages/` holds its layout and callbacks, and reads through `pipelines` (the services
-opened once per process in `dashboard.data`).
+opened once per process in `dashboard.data`). Every request passes `dashboard.security` first
+(host, origin), and every write callback asks it whether this browser may write.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dash
 from dash import Dash, dcc, html
 from flask import Response, abort, send_from_directory
 
+from dashboard import security
 from dashboard.data import open_services
 from pipelines import logs
 from pipelines.settings import Settings, get_settings
@@ -29,8 +31,9 @@ HERE = Path(__file__).resolve().parent
 REPORT_NAME = re.compile(r"^(evidently|drift)-[A-Za-z0-9_.\-]+\.(html|png)$")
 
 
-def create_app(settings: Settings | None = None) -> Dash:
-    """The app over the store and registry that `settings` point at (opened once per process)."""
+def create_app(settings: Settings | None = None, *, host: str = "127.0.0.1") -> Dash:
+    """The app over the store and registry that `settings` point at (opened once per process),
+    answering to `host`, the address it is served on, and to `settings.allowed_hosts`."""
     settings = settings or get_settings()
     open_services(settings)
     app = Dash(
@@ -41,20 +44,31 @@ def create_app(settings: Settings | None = None) -> Dash:
         title="driftlab",
         suppress_callback_exceptions=True,
         update_title="",  # no "Updating..." in the tab title every refresh
+        enable_mcp=False,  # its endpoint runs callbacks: DASH_MCP_ENABLED must not open one
     )
+    guard = security.install(app, settings, host)
     links = [
         dcc.Link(page["name"], href=page["relative_path"], className="nav-link", id=f"nav-{name}")
         for name, page in ((p["module"].rsplit(".", 1)[-1], p) for p in _pages())
     ]
-    app.layout = html.Div(
-        [
-            html.Nav(
-                [html.Span("driftlab", className="brand"), *links],
-                className="navbar",
-            ),
-            html.Main(dash.page_container, className="content"),
-        ]
-    )
+
+    def shell() -> html.Div:
+        """Built per page load: the unlock control shows only while this browser is locked."""
+        return html.Div(
+            [
+                html.Nav(
+                    [
+                        html.Span("driftlab", className="brand"),
+                        *links,
+                        *security.shell_control(guard),
+                    ],
+                    className="navbar",
+                ),
+                html.Main(dash.page_container, className="content"),
+            ]
+        )
+
+    app.layout = shell
 
     reports = settings.reports_dir
 
@@ -77,7 +91,8 @@ def run(
 ) -> None:
     """Serve the dashboard until interrupted (a threaded WSGI server: callbacks run at once).
 
-    It binds to 127.0.0.1: the dashboard can promote models and write labels, and has no login.
+    It binds to 127.0.0.1 and answers only to its own host names; with `DRIFTLAB_API_KEY`
+    set, a browser writes only once unlocked with the key (`dashboard.security`).
     """
     from werkzeug.serving import make_server
 
@@ -85,7 +100,7 @@ def run(
     # Console + logs/dashboard.log, rotated daily; a no-op where `driftlab dashboard` did it
     # (keeping its --verbose).
     logs.configure(logging.getLogger().level == logging.DEBUG, settings, "dashboard")
-    app = create_app(settings)
+    app = create_app(settings, host=host)
     port = port or settings.dashboard_port
     server = make_server(host, port, app.server, threaded=True)
     # SIGTERM (what `driftlab up` and service managers send) stops it as cleanly as Ctrl-C:

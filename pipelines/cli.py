@@ -61,10 +61,14 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from api.framing import JSONErrorsProtocol
+
     host = args.host or settings.api_host
     port = args.port or settings.api_port
     check_bind(host, settings)
     os.environ.update(settings.process_env())
+    os.environ["DRIFTLAB_API_HOST"] = host  # the app answers to the address it is bound to
+    get_settings.cache_clear()
     os.environ[logs.ENV] = "api"  # uvicorn's worker processes log to the same file
     if settings.api_workers > 1:
         os.environ.update(supervisor.children_env())  # they die with this process
@@ -76,7 +80,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         log_level="warning",
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=JSONErrorsProtocol,  # httptools, with JSON for requests it can't parse
         workers=settings.api_workers,  # > 1 needs the import string + factory above
     )
     return 0
@@ -225,7 +229,7 @@ def _retrain_vision(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"vision is not installed ({exc}): pip install -e '.[vision]' (make setup does)"
         ) from None
-    argv = ["--trigger", args.trigger, "--who", args.who, "--reasons", args.reasons]
+    argv = [f"--trigger={args.trigger}", f"--who={args.who}", f"--reasons={args.reasons}"]
     for flag, value in (
         ("--event-id", args.event_id),
         ("--lock-fd", args.lock_fd),
@@ -274,6 +278,17 @@ def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     store = Store.open(settings)
     registry = Registry.from_settings(settings)
     _print(store.compact(registry.trained_snapshots(), older_than_hours=args.older_than_hours))
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    from pipelines.store import Store
+    from pipelines.store.repair import repair_inlined_features
+
+    store = Store.open(settings)  # from here on, feature rows are only written as Parquet
+    _print([asdict(r) for r in repair_inlined_features(store.lake, store.dataset_schema())])
     return 0
 
 
@@ -488,6 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compact", help="merge small files, expire old snapshots (keeps trained-on)")
     p.add_argument("--older-than-hours", type=float, default=24.0, help="expire snapshots older")
     p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser(
+        "repair",
+        help="recover feature values DuckLake's catalog inlining changed (quotes, -0.0)",
+    )
+    p.set_defaults(func=cmd_repair)
 
     p = sub.add_parser("init", help="create the store's tables")
     p.set_defaults(func=cmd_init)

@@ -297,10 +297,9 @@ def trigger(
             event_id,
             "--trigger",
             trigger,
-            "--who",
-            who,
-            "--reasons",
-            json.dumps(reasons or []),
+            # Client text only ever as `--option=value`: a value like "--help" stays a value.
+            f"--who={who}",
+            f"--reasons={json.dumps(reasons or [])}",
             "--lock-fd",
             str(fd),
         ]
@@ -318,7 +317,7 @@ def trigger(
     finally:
         os.close(fd)  # the child's copy keeps the lock
     logger.info("retrain %s started (%s by %s): %s", event_id, trigger, who, reasons)
-    return {"event_id": event_id, "status": "queued", "log": str(log_path)}
+    return {"event_id": event_id, "status": "queued", "log": settings.relative(log_path)}
 
 
 def status(settings: Settings, store: Store, *, vision: bool = False) -> dict[str, Any]:
@@ -390,7 +389,7 @@ def run(
         "event_id": event_id,
         "trigger": trigger,
         "who": who,
-        "notebook": notebook,
+        "notebook": settings.relative(notebook),
         "model_name": registry.model_name,
         "reasons": reasons or [],
     }

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, PrivateAttr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -42,7 +43,21 @@ class Settings(BaseSettings):
         description="Demo data `make up` seeds and `make simulate` replays: digits (handwritten, "
         "a shift that labels fix, so a retrain is promoted) or survey (Fair's affairs).",
     )
-    api_key: str | None = Field(None, description="If set, write endpoints need X-API-Key.")
+    api_key: str | None = Field(
+        None,
+        description="If set, every write (API and dashboard) needs it: X-API-Key or "
+        "Authorization: Bearer.",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the API and dashboard answer to besides localhost and the "
+        "API's bind address (comma-separated; * for any).",
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Web origins (scheme://host:port, comma-separated) whose pages may write, "
+        "besides the server's own.",
+    )
 
     uncertainty_low: float = Field(0.4, description="Predictions with confidence above this ...")
     uncertainty_high: float = Field(0.7, description="... and below this are uncertain.")
@@ -69,7 +84,11 @@ class Settings(BaseSettings):
     drift_share_threshold: float = Field(
         0.3, description="Share of drifted features the retraining policy treats as drift."
     )
-    compact_interval: float = Field(3600.0, description="Seconds between the worker's compactions.")
+    compact_interval: float = Field(
+        300.0,
+        description="Seconds between the worker's compactions (each prediction-log flush is a "
+        "small Parquet file until they are merged).",
+    )
 
     queue_method: str = Field(
         "margin", description="Informativeness that ranks the queue: margin, entropy, confidence."
@@ -161,6 +180,13 @@ class Settings(BaseSettings):
         "held-out images that the int8 export must reproduce to be served.",
     )
 
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
@@ -224,6 +250,16 @@ class Settings(BaseSettings):
             "YOLO_CONFIG_DIR": str(self.yolo_config_dir),
             "DRIFTLAB_VISION_MODEL_NAME": self.vision_model_name,
         }
+
+    def relative(self, path: str | Path | None) -> str | None:
+        """`path` relative to the data dir when it lies inside it, as the store records and
+        the API shows it: the data dir may move, and where it lies is the server's business."""
+        if path is None:
+            return None
+        try:
+            return str(Path(path).resolve().relative_to(self.data_dir))
+        except ValueError:
+            return str(path)
 
     def is_loopback(self) -> bool:
         return self.api_host in {"127.0.0.1", "localhost", "::1"}

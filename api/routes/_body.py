@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from api.deps import parse_json
 from pipelines.bulkjson import Bulk, read_bulk
-from pipelines.schema import FeatureSchema
+from pipelines.schema import FeatureSchema, brief
 
 
 def documented(model: type[BaseModel]) -> dict[str, Any]:
@@ -29,7 +29,9 @@ def fields(payload: Any, allowed: dict[str, type | tuple[type, ...]]) -> dict[st
         raise HTTPException(422, "the body must be a JSON object")
     unknown = sorted(set(payload) - set(allowed))
     if unknown:
-        raise HTTPException(422, f"unknown field(s) {unknown}; expected some of {sorted(allowed)}")
+        raise HTTPException(
+            422, f"unknown field(s) {brief(unknown)}; expected some of {sorted(allowed)}"
+        )
     for key, types in allowed.items():
         value = payload.get(key)
         if value is not None and not isinstance(value, types):
@@ -39,16 +41,13 @@ def fields(payload: Any, allowed: dict[str, type | tuple[type, ...]]) -> dict[st
 
 def rows_body(
     body: bytes,
-    limit: int,
     schema: FeatureSchema | None,
     allowed: dict[str, type | tuple[type, ...]],
 ) -> tuple[dict[str, Any], Bulk | None]:
     """A body of rows ("features" or "records", and `allowed`'s other keys) checked by `fields`,
     and its rows already read into columns when `pipelines.bulkjson` could read it (a large
     body, with a known schema); otherwise it is parsed by orjson and the Bulk is None."""
-    bulk = None
-    if schema is not None and len(body) <= limit:
-        bulk = read_bulk(body, schema, list(allowed))
+    bulk = None if schema is None else read_bulk(body, schema, list(allowed))
     if bulk is None:
-        return fields(parse_json(body, limit), allowed), None
+        return fields(parse_json(body), allowed), None
     return fields(bulk.others, allowed), bulk

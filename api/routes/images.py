@@ -7,17 +7,18 @@ takes tens of milliseconds, which would otherwise stall every other request on t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import StateDep, check_api_key
+from api.deps import StateDep
 from api.routes._body import fields
 from api.state import AppState
+from pipelines.schema import brief
 
 if TYPE_CHECKING:
     from pipelines.vision.serving import ImageLog
@@ -191,16 +192,13 @@ async def _upload_bytes(request: Request, state: AppState) -> bytes:
         }
     },
 )
-async def predict_image(
-    request: Request, x_api_key: Annotated[str | None, Header()] = None
-) -> Response:
+async def predict_image(request: Request) -> Response:
     """Detections (box, class, confidence, uncertain) or a class with probabilities for one
     image, with a prediction_id; the image is stored by content and the prediction logged."""
     from pipelines.vision.images import ImageError
     from pipelines.vision.serving import Limits, predict_image
 
     state: AppState = request.app.state.driftlab
-    check_api_key(state.settings, x_api_key)
     model = _vision_model(state)
     data = await _upload_bytes(request, state)
     s = state.settings
@@ -230,7 +228,7 @@ async def predict_image(
         }
     },
 )
-async def log(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> Response:
+async def log(request: Request) -> Response:
     """An edge client's own detections for one frame (with the frame when uncertain).
 
     Idempotent by `id`: a resend (after a timeout, or from the client's disk spool) answers
@@ -240,7 +238,6 @@ async def log(request: Request, x_api_key: Annotated[str | None, Header()] = Non
     from pipelines.vision.serving import InvalidLog, Limits, log_edge
 
     state: AppState = request.app.state.driftlab
-    check_api_key(state.settings, x_api_key)
     _vision(state)
     s = state.settings
     body = await _limited_body(request, min(s.max_body_bytes, s.image_max_bytes * 4 // 3 + 2**20))
@@ -252,7 +249,7 @@ async def log(request: Request, x_api_key: Annotated[str | None, Header()] = Non
         raise HTTPException(422, "the body must be a JSON object")
     unknown = sorted(set(payload) - set(EdgeLogIn.model_fields) - {"class", "model_name"})
     if unknown:
-        raise HTTPException(422, f"unknown field(s) {unknown}")
+        raise HTTPException(422, f"unknown field(s) {brief(unknown)}")
     serving = state.vision.model if state.vision is not None else None
     try:
         out = await run_in_threadpool(
@@ -282,9 +279,9 @@ async def image(state: StateDep, ref: str) -> FileResponse:
     try:
         path = resolve_ref(state.settings.images_dir, ref)
     except ValueError:
-        raise HTTPException(404, f"not an image ref: {ref!r}") from None
+        raise HTTPException(404, f"not an image ref: {brief(ref)}") from None
     if not path.is_file():
-        raise HTTPException(404, f"no stored image {ref!r}")
+        raise HTTPException(404, f"no stored image {brief(ref)}")
     media = {v: f"image/{k.lower()}" for k, v in SUFFIXES.items()}.get(path.suffix, "image/png")
     # The name is the content's hash: it never changes.
     return FileResponse(
@@ -323,9 +320,8 @@ def vision_model_onnx(state: StateDep) -> FileResponse:
 
 
 @router.post("/api/vision/reload")
-def vision_reload(state: StateDep, x_api_key: Annotated[str | None, Header()] = None) -> dict:
+def vision_reload(state: StateDep) -> dict:
     """Load the vision champion now instead of at the next poll."""
-    check_api_key(state.settings, x_api_key)
     holder = _vision(state)
     swapped = holder.refresh()
     model = holder.model

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
 
 from api.deps import StoreDep
 from pipelines.store import queries
@@ -25,8 +25,10 @@ def inspection_logs(
     model_version: Annotated[str | None, Query(pattern=PLAIN_TEXT)] = None,
     prediction: Annotated[str | None, Query(pattern=PLAIN_TEXT)] = None,
     uncertain: bool | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
+    since: Annotated[
+        AwareDatetime | None, Query(description="ISO 8601 with a timezone (Z or +hh:mm)")
+    ] = None,
+    until: Annotated[AwareDatetime | None, Query(description="Same form; exclusive")] = None,
 ) -> dict[str, Any]:
     total, items = queries.inspection_page(
         store,

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from api.deps import StateDep, WriteAccess
+from api.deps import StateDep
 from pipelines import models
 
 router = APIRouter(prefix="/api", tags=["models"])
@@ -37,7 +37,7 @@ def model_status(state: StateDep) -> dict[str, Any]:
     }
 
 
-@router.post("/models/reload", dependencies=[WriteAccess])
+@router.post("/models/reload")
 def reload(state: StateDep) -> dict[str, Any]:
     """Check the champion alias now and swap the serving model if it moved."""
     swapped = state.models.refresh()
@@ -60,7 +60,7 @@ def versions(state: StateDep) -> dict[str, Any]:
     return {"items": [asdict(v) for v in state.registry.versions()]}
 
 
-@router.post("/models/promote", dependencies=[WriteAccess])
+@router.post("/models/promote")
 def promote(state: StateDep, body: PromoteIn) -> dict[str, Any]:
     """Make a version the champion (audited in model_events); served at once."""
     return _move(
@@ -71,7 +71,7 @@ def promote(state: StateDep, body: PromoteIn) -> dict[str, Any]:
     )
 
 
-@router.post("/models/rollback", dependencies=[WriteAccess])
+@router.post("/models/rollback")
 def rollback(state: StateDep, body: MoveIn | None = None) -> dict[str, Any]:
     """Move the champion back to the one before it (audited); served at once."""
     body = body or MoveIn()

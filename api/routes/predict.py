@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import check_api_key, check_declared_length, serving_model
+from api.deps import serving_model
 from api.routes._body import documented, rows_body
 from api.state import AppState
 from pipelines.schema import SchemaError, check_row_count
@@ -46,22 +46,21 @@ class PredictOut(BaseModel):
 
 
 @router.post("/predict", response_model=PredictOut, openapi_extra=documented(PredictIn))
-async def predict(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> Response:
+async def predict(request: Request) -> Response:
     """What OpenAPI documents. In the running app `PredictFastPath` answers first, with the
     same `answer`: this route is reached only by an app built without it."""
     state: AppState = request.app.state.driftlab
     started = time.perf_counter()
-    check_declared_length(request.headers.get("content-length"), state.settings.max_body_bytes)
-    content = await answer(state, x_api_key, await request.body(), started)
+    content = await answer(state, await request.body(), started)
     return Response(content, media_type="application/json")
 
 
-async def answer(state: AppState, x_api_key: str | None, body: bytes, started: float) -> bytes:
-    """The /predict answer as JSON bytes, or an HTTPException (401, 413, 422, 503)."""
-    check_api_key(state.settings, x_api_key)
+async def answer(state: AppState, body: bytes, started: float) -> bytes:
+    """The /predict answer as JSON bytes, or an HTTPException (422, 503). `api.guard` has
+    checked the request's key and size."""
     model = serving_model(state)
-    limit, max_rows = state.settings.max_body_bytes, state.settings.max_rows_per_request
-    payload, bulk = rows_body(body, limit, model.schema, {"features": list, "records": list})
+    max_rows = state.settings.max_rows_per_request
+    payload, bulk = rows_body(body, model.schema, {"features": list, "records": list})
     with state.metrics.latency.time():
         try:
             if bulk is not None:
@@ -100,18 +99,9 @@ class PredictFastPath:
             return
         started = time.perf_counter()
         state: AppState = scope["app"].state.driftlab
-        headers = dict(scope["headers"])
-        api_key = headers.get(b"x-api-key")
         extra: list[tuple[bytes, bytes]] = []  # an error's own headers, if it has any
         try:
-            limit = state.settings.max_body_bytes
-            length = headers.get(b"content-length")
-            check_declared_length(length.decode("latin-1") if length else None, limit)
-            body = await _read_body(receive, limit)
-            status, content = (
-                200,
-                await answer(state, api_key.decode("latin-1") if api_key else None, body, started),
-            )
+            status, content = 200, await answer(state, await _read_body(receive), started)
         except HTTPException as exc:
             status, content = exc.status_code, orjson.dumps({"detail": exc.detail})
             extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
@@ -129,17 +119,13 @@ class PredictFastPath:
         await send({"type": "http.response.body", "body": content})
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, stopping with a 413 as soon as it passes `limit` bytes."""
-    chunks, size = [], 0
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (`api.guard` stops it with a 413 past the size limit)."""
+    chunks = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise HTTPException(400, "the client disconnected before sending its whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"request body is over the {limit}-byte limit")
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -17,6 +17,7 @@ from dashboard import components as c
 from dashboard import figures
 from dashboard.data import services
 from pipelines.monitoring import latest_summary
+from pipelines.schema import brief
 from pipelines.store import queries as dq
 
 dash.register_page(__name__, path="/drift", name="Drift", order=1)
@@ -128,8 +129,15 @@ def refresh(_: int | None) -> tuple[list[Any], Any, Any, list[dict[str, str]], s
     Input("drift-feature", "value"),
 )
 def distribution(feature: str | None) -> Any:
-    """The chosen feature over the champion's training rows and the latest check's window."""
+    """The chosen feature over the champion's training rows and the latest check's window.
+
+    `feature` comes from the browser: anything but one of the dataset's feature names is
+    refused here, before it reaches a query.
+    """
     s = services()
+    dataset = s.store.dataset_schema()
+    if feature and (dataset is None or feature not in dataset.names):
+        return figures.empty(f"{brief(feature)} is not a feature of the dataset")
     model = s.models.model
     if not feature or model is None or model.snapshot_id is None:
         return figures.empty("no champion model, or no feature chosen")
@@ -138,7 +146,7 @@ def distribution(feature: str | None) -> Any:
         return figures.empty("no drift check yet: nothing to compare with")
     kinds = {f.name: f.kind for f in model.schema.features}
     if feature not in kinds:
-        return figures.empty(f"{feature} is not a feature of the champion")
+        return figures.empty(f"{brief(feature)} is not a feature of the champion")
     dist = dq.distribution(
         s.store,
         feature,

@@ -25,7 +25,7 @@ import dash
 from dash import ALL, Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components as c
-from dashboard import figures
+from dashboard import figures, security
 from dashboard.data import services
 from dashboard.vision import vision
 from pipelines import demo, queue
@@ -412,6 +412,8 @@ def answer_image(
     trigger = dash.ctx.triggered_id
     if trigger is None or not dash.ctx.triggered[0]["value"]:
         return no_update, no_update, no_update
+    if not security.may_write():
+        return security.LOCKED, "message error", no_update
     if not current or "names" not in current:
         return "nothing to answer: no image item on screen", "message error", no_update
     s = services()
@@ -460,6 +462,8 @@ def answer(
     trigger = dash.ctx.triggered_id
     if trigger is None or not dash.ctx.triggered[0]["value"]:
         return no_update, no_update, no_update
+    if not security.may_write():
+        return security.LOCKED, "message error", no_update
     if not current:
         return "nothing to answer: the queue is empty", "message error", no_update
     s = services()

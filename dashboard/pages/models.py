@@ -14,7 +14,7 @@ import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components as c
-from dashboard import figures
+from dashboard import figures, security
 from dashboard.data import services
 from pipelines import models
 from pipelines.registry import CHALLENGER, CHAMPION
@@ -196,6 +196,8 @@ def move(
     _promote: int | None, _rollback: int | None, version: str | None, why: str | None, moved: int
 ) -> tuple[str, str, Any]:
     """Promote or roll back once confirmed; say what happened, or why it could not."""
+    if not security.may_write():
+        return security.LOCKED, "message error", no_update
     s = services()
     why = (why or "").strip() or "from the dashboard"
     try:

@@ -22,7 +22,7 @@ import numpy as np
 from dash import ALL, Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components as c
-from dashboard import figures
+from dashboard import figures, security
 from dashboard.data import services
 from dashboard.vision import vision
 from pipelines import demo, predicting
@@ -281,6 +281,8 @@ def predict_image(contents: str | None) -> tuple[Any, ...]:
     """Predict the uploaded image with the vision champion, stored and logged as the API
     does; a bad upload (not an image, too large, a pixel bomb) is said, not raised."""
     hidden = {"display": "none"}
+    if not security.may_write():
+        return None, "", no_update, hidden, security.LOCKED, ""
     v = vision()
     model = v.model if v is not None else None
     if not contents or v is None or model is None:
@@ -380,6 +382,8 @@ def image_feedback(
         return no_update, no_update
     if trigger == "predict-image-wrong" and result["task"] == "classify":
         return no_update, no_update  # the class buttons answer
+    if not security.may_write():
+        return security.LOCKED, "message error"
     label: str | None = None
     if trigger == "predict-image-correct":
         correct = True
@@ -424,9 +428,11 @@ def predict(
 ) -> tuple[Any, ...]:
     """Predict the form's record (or the canvas's digit) with the serving champion, logged as
     the API logs it."""
+    hidden = {"display": "none"}
+    if not security.may_write():
+        return None, "", no_update, hidden, security.LOCKED, hidden, ""
     s = services()
     model = s.models.model
-    hidden = {"display": "none"}
     if model is None:
         return None, "", no_update, hidden, "no champion model is being served", hidden, ""
     if pixels is not None:
@@ -488,6 +494,8 @@ def feedback(
     trigger = dash.ctx.triggered_id
     if not result or trigger is None or not dash.ctx.triggered[0]["value"]:
         return no_update, no_update  # a class button appearing is not a click
+    if not security.may_write():
+        return security.LOCKED, "message error"
     s = services()
     try:
         if trigger == "predict-correct":

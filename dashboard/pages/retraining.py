@@ -13,6 +13,7 @@ import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components as c
+from dashboard import security
 from dashboard.data import services, tail_lines
 from pipelines import retrainer
 
@@ -140,6 +141,8 @@ def status(_: int | None, __: int | None) -> tuple[list[Any], Any, bool]:
 )
 def trigger(_: int | None, started: int | None) -> tuple[str, str, Any]:
     """Start a run now (whatever the conditions say: a person decided), unless one runs."""
+    if not security.may_write():
+        return security.LOCKED, "message error", no_update
     s = services()
     check = retrainer.check(s.settings, s.store, s.registry)
     reasons = ["started from the dashboard", *check.get("reasons", [])]

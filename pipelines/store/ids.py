@@ -53,7 +53,10 @@ def prediction_id_time(prediction_id: str) -> dt.datetime | None:
     """The time an id made by `prediction_ids` was made at; None for any other id."""
     if _PATTERN.fullmatch(prediction_id) is None:
         return None
-    return dt.datetime.fromtimestamp(int(prediction_id[:12], 16) / 1000, dt.UTC)
+    try:
+        return dt.datetime.fromtimestamp(int(prediction_id[:12], 16) / 1000, dt.UTC)
+    except (OverflowError, ValueError, OSError):  # 12 hex digits reach past the year 9999
+        return None
 
 
 def prediction_id_row(prediction_id: str) -> tuple[str, int] | None:

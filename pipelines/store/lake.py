@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
+from pipelines.store.sql import string_literal
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -34,7 +36,7 @@ _RETRYABLE = ("conflict", "locked", "busy", "database is locked", "unique constr
 _SETUP = "__driftlab_catalog_setup"
 """The SQLite catalog attached alone, briefly, before the lake is (`Lake._prepare_catalog`)."""
 
-_METADATA = "__ducklake_metadata_lake"
+METADATA = "__ducklake_metadata_lake"
 """The catalog database (SQLite or PostgreSQL) DuckLake attaches for the lake `lake`."""
 
 SQLITE_BUSY_TIMEOUT_MS = 900
@@ -142,7 +144,7 @@ class Lake:
                 f"catalog_uri must start with sqlite: or postgres:, got {catalog_uri!r}"
             )
         for ext in ("ducklake", backend):
-            self._con.execute(f"INSTALL '{extension_file(ext)}'")
+            self._con.execute(f"INSTALL {string_literal(str(extension_file(ext)))}")
             self._con.execute(f"LOAD {ext}")
         # DuckLake's own commit retry (on snapshot conflicts): many quick tries, not 10 slow ones.
         # Set after LOAD: before it, on a machine whose ~/.duckdb has no copy of the extension
@@ -166,7 +168,10 @@ class Lake:
             self._prepare_catalog(catalog, data_path if override_data_path else None)
         if "://" not in data_path:
             Path(data_path).mkdir(parents=True, exist_ok=True)
-        options = [f"DATA_PATH '{data_path}'", f"DATA_INLINING_ROW_LIMIT {int(inlining_row_limit)}"]
+        options = [
+            f"DATA_PATH {string_literal(data_path)}",
+            f"DATA_INLINING_ROW_LIMIT {int(inlining_row_limit)}",
+        ]
         if backend == "sqlite":
             # Below 1 s on purpose: see `SQLITE_BUSY_TIMEOUT_MS`.
             options.append(f"META_BUSY_TIMEOUT {int(busy_timeout_ms)}")
@@ -175,7 +180,7 @@ class Lake:
         # Two processes attaching a brand-new catalog at once race to create it: retry.
         self._retry(
             lambda: self._con.execute(
-                f"ATTACH 'ducklake:{catalog_uri}' AS lake ({', '.join(options)})"
+                f"ATTACH {string_literal('ducklake:' + catalog_uri)} AS lake ({', '.join(options)})"
             ),
             what="attach",
         )
@@ -197,7 +202,9 @@ class Lake:
         if not catalog.exists():
             _create_wal_catalog(catalog)
         self._retry(
-            lambda: self._con.execute(f"ATTACH '{catalog}' AS {_SETUP} (TYPE sqlite)"),
+            lambda: self._con.execute(
+                f"ATTACH {string_literal(str(catalog))} AS {_SETUP} (TYPE sqlite)"
+            ),
             what="attach the catalog",
         )
         try:
@@ -291,7 +298,7 @@ class Lake:
         SQLite: two copies of SQLite in one process release each other's POSIX locks.)
         """
         try:
-            return int(self.scalar(f"SELECT max(snapshot_id) FROM {_METADATA}.ducklake_snapshot"))
+            return int(self.scalar(f"SELECT max(snapshot_id) FROM {METADATA}.ducklake_snapshot"))
         except duckdb.CatalogException:  # a DuckLake that names its catalog otherwise
             return int(self.scalar("SELECT id FROM lake.current_snapshot()"))
 
@@ -307,7 +314,7 @@ class Lake:
         cur = self.cursor()
 
         def attempt() -> T:
-            with self._machine_write_lock():
+            with self.machine_write_lock():
                 return transaction()
 
         def transaction() -> T:
@@ -326,7 +333,9 @@ class Lake:
         return self._retry(attempt, what=what)
 
     @contextlib.contextmanager
-    def _machine_write_lock(self) -> Iterator[None]:
+    def machine_write_lock(self) -> Iterator[None]:
+        """Held by every write of this machine's processes to a SQLite catalog (a no-op on
+        PostgreSQL): writes take turns in the kernel's queue, not SQLite's busy polling."""
         if self._write_lock_path is None:
             yield
             return

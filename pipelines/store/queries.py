@@ -13,6 +13,7 @@ from typing import Any
 
 from pipelines.schema import CATEGORICAL, FeatureSchema
 from pipelines.store import Store
+from pipelines.store.sql import identifier
 from pipelines.store.store import inspection_filter
 
 # Bins of a numeric feature's distribution chart: enough to see a shift, few enough to read.
@@ -62,9 +63,8 @@ def reference_ranges(
     source = _training_rows(snapshot_id)
     if numeric:
         parts = ", ".join(
-            f'min(features."{n}"), quantile_cont(features."{n}", [0.05, 0.5, 0.95]), '
-            f'max(features."{n}")'
-            for n in numeric
+            f"min(features.{q}), quantile_cont(features.{q}, [0.05, 0.5, 0.95]), max(features.{q})"
+            for q in map(identifier, numeric)
         )
         row = store.lake.rows(f"SELECT {parts} FROM ({source})")[0]
         for i, name in enumerate(numeric):
@@ -81,7 +81,7 @@ def reference_ranges(
         if feat.kind != CATEGORICAL:
             continue
         rows = store.lake.rows(
-            f"""SELECT features."{feat.name}" AS v, count(*) AS n FROM ({source})
+            f"""SELECT features.{identifier(feat.name)} AS v, count(*) AS n FROM ({source})
                 GROUP BY v ORDER BY n DESC, v LIMIT {MAX_CATEGORIES}"""
         )
         total = sum(int(n) for _, n in rows) or 1
@@ -108,8 +108,9 @@ def distribution(
         {"kind", "bins": labels (categories, or bin left edges for numbers), "width" (numbers),
         "reference": counts, "current": counts}; each side's counts line up with "bins".
     """
-    reference = f'SELECT features."{feature}" AS v FROM ({_training_rows(snapshot_id)})'
-    current = f'SELECT features."{feature}" AS v FROM lake.predictions WHERE ts >= ? AND ts <= ?'
+    column = f"features.{identifier(feature)}"
+    reference = f"SELECT {column} AS v FROM ({_training_rows(snapshot_id)})"
+    current = f"SELECT {column} AS v FROM lake.predictions WHERE ts >= ? AND ts <= ?"
     both = (
         f"SELECT 'reference' AS side, v FROM ({reference}) "
         f"UNION ALL SELECT 'current', v FROM ({current})"

@@ -19,11 +19,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.schema import FeatureSchema, SchemaError
+from pipelines.schema import FeatureSchema, SchemaError, check_feature_names
 from pipelines.settings import Settings
 from pipelines.store.group import GroupCommit
 from pipelines.store.ids import ID_SLACK, prediction_id_time
 from pipelines.store.lake import Lake
+from pipelines.store.sql import identifier
 from pipelines.store.tables import FEATURE_TABLES, TABLES
 
 logger = logging.getLogger(__name__)
@@ -124,14 +125,36 @@ class Store:
             for column in _columns(ddl):
                 if column.split()[0] not in existing[name]:
                     todo.append(f"ALTER TABLE lake.{name} ADD COLUMN IF NOT EXISTS {column}")
-        if not todo:
-            return
+        if todo:
+            self.lake.write(lambda cur: _run_all(cur, todo), what="create tables")
+        self._never_inline(FEATURE_TABLES)
 
-        def migrate(cur: duckdb.DuckDBPyConnection) -> None:
-            for statement in todo:
-                cur.execute(statement)
+    def _never_inline(self, tables: Sequence[str]) -> None:
+        """Make every commit to `tables` a Parquet file, never rows inlined in the catalog.
 
-        self.lake.write(migrate, what="create tables")
+        DuckLake keeps an inlined STRUCT value as SQL text and reads it back with a cast that
+        does not undo its own escaping: a text field `it's` came back as `its`, a backslash
+        was dropped, and a `-0.0` made every later read of the table fail
+        (`tests/pipelines/store/test_exact_values.py` shows it on plain DuckLake). The
+        `features` columns are STRUCTs; the other tables' scalar columns read back exactly
+        inlined, and keep the catalog's cheap small commits. The option is kept in the
+        catalog, so it holds for every process and notebook that attaches the lake.
+        """
+        done = {
+            row[0]
+            for row in self.lake.rows(
+                """SELECT scope_entry FROM ducklake_options('lake')
+                   WHERE option_name = 'data_inlining_row_limit' AND scope = 'TABLE'
+                     AND value = '0'"""
+            )
+        }
+        todo = [
+            f"CALL lake.set_option('data_inlining_row_limit', 0, table_name => '{table}')"
+            for table in tables
+            if f"main.{table}" not in done
+        ]
+        if todo:
+            self.lake.write(lambda cur: _run_all(cur, todo), what="store tables as Parquet")
 
     def _existing_columns(self) -> dict[str, set[str]]:
         rows = self.lake.rows(
@@ -163,8 +186,10 @@ class Store:
 
         Returns the schema in force, which the caller validates its batch against.
         """
+        check_feature_names(schema.names)
         struct = ", ".join(
-            f'"{f.name}" {"DOUBLE" if f.kind == "numeric" else "VARCHAR"}' for f in schema.features
+            f"{identifier(f.name)} {'DOUBLE' if f.kind == 'numeric' else 'VARCHAR'}"
+            for f in schema.features
         )
 
         def fix(cur: duckdb.DuckDBPyConnection) -> str:
@@ -368,7 +393,7 @@ class Store:
             raise SchemaError("the store holds no data yet")
         where, params = _time_range(since, until)
         top = "" if limit is None else f"ORDER BY ts DESC LIMIT {int(limit)}"
-        feats = ", ".join(f'w.features."{n}" AS "{n}"' for n in schema.names)
+        feats = ", ".join(f"w.features.{identifier(n)} AS {identifier(n)}" for n in schema.names)
         return self.lake.query(
             f"""
             WITH w AS (
@@ -446,7 +471,8 @@ class Store:
         if unknown:
             raise KeyError(f"no such window columns: {unknown}")
         select = ", ".join(
-            "prediction" if n == "prediction" else f'features."{n}" AS "{n}"' for n in names
+            "prediction" if n == "prediction" else f"features.{identifier(n)} AS {identifier(n)}"
+            for n in names
         )
         where, params = _window_filter(bounds)
         return self.lake.query(
@@ -1246,6 +1272,11 @@ def _window_filter(bounds: WindowBounds) -> tuple[str, list[Any]]:
         where += " AND (ts > ? OR prediction_id >= ?)"
         params += [bounds.start, bounds.cutoff_id]
     return where, params
+
+
+def _run_all(cur: duckdb.DuckDBPyConnection, statements: Sequence[str]) -> None:
+    for statement in statements:
+        cur.execute(statement)
 
 
 def _columns(ddl: str) -> list[str]:

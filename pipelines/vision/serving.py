@@ -42,6 +42,7 @@ from pipelines.registry import (
     VISION_WEIGHTS,
     Registry,
 )
+from pipelines.schema import is_finite_number, stored_number
 from pipelines.store.ids import prediction_ids
 from pipelines.store.spool import PredictionLog
 from pipelines.store.store import Store, _arrow_schema
@@ -63,6 +64,8 @@ EDGE_PREFIX = "edge:"
 """Edge logs are stored under `edge:<client id>`, apart from the API's own ids."""
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_.\-]{8,120}$")
+LABEL_TEXT = re.compile(r"[^\x00-\x1f\x7f]{1,64}")
+"""An edge log's names (model, version, class): kept as sent, so bounded and printable."""
 
 _PREDICTIONS = pa.schema(
     [
@@ -545,13 +548,13 @@ def log_edge(
         if (
             not isinstance(probabilities, list)
             or not probabilities
-            or not all(isinstance(p, int | float) for p in probabilities)
+            or not all(map(is_finite_number, probabilities))
         ):
             raise InvalidLog('a classification log needs "probabilities": a list of numbers')
     image_ref, quality = None, payload.get("quality")
     if quality is not None and (
         not isinstance(quality, dict)
-        or not all(isinstance(quality.get(k), int | float) for k in FEATURE_COLUMNS)
+        or not all(is_finite_number(quality.get(k)) for k in FEATURE_COLUMNS)
     ):
         raise InvalidLog(f'"quality" must hold numbers for {", ".join(FEATURE_COLUMNS)}')
     prediction_id = EDGE_PREFIX + client_id
@@ -566,20 +569,29 @@ def log_edge(
     model_version = payload.get("model_version")
     if model_version is not None and not isinstance(model_version, str | int):
         raise InvalidLog('"model_version" must be a string')
+    if model_version is not None and not LABEL_TEXT.fullmatch(str(model_version)):
+        raise InvalidLog('"model_version" must be 1-64 characters, no control characters')
+    edge_model = payload.get("model_name")
+    if edge_model is not None and (
+        not isinstance(edge_model, str) or not LABEL_TEXT.fullmatch(edge_model)
+    ):
+        raise InvalidLog('"model_name" must be 1-64 characters, no control characters')
     chunk = prediction_chunk(
         prediction_id=prediction_id,
         ts=ts,
-        model_name=str(payload.get("model_name") or model_name)[:128],
+        model_name=edge_model or model_name,
         model_version=str(model_version) if model_version is not None else "edge",
         task=task,
         origin="edge",
         detections=detections,
-        probabilities=[float(p) for p in probabilities or []] if task == "classify" else None,
+        probabilities=[stored_number(p) for p in probabilities or []]
+        if task == "classify"
+        else None,
         names=list(names or []),
         latency_ms=_number(payload, "inference_ms", 0.0),
         band=band,
         image_ref=image_ref,
-        quality={k: float(v) for k, v in quality.items() if k in FEATURE_COLUMNS}
+        quality={k: stored_number(v) for k, v in quality.items() if k in FEATURE_COLUMNS}
         if quality
         else None,
         width=width,
@@ -601,9 +613,9 @@ def _number(payload: dict[str, Any], key: str, default: Any) -> Any:
     value = payload.get(key, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+    if not is_finite_number(value):
         raise InvalidLog(f'"{key}" must be a finite number')
-    return float(value)
+    return stored_number(value)
 
 
 def _detections(raw: Any, names: tuple[str, ...] | list[str] | None) -> list[dict[str, Any]]:
@@ -617,7 +629,7 @@ def _detections(raw: Any, names: tuple[str, ...] | list[str] | None) -> list[dic
         if (
             not isinstance(box, list)
             or len(box) != 4
-            or not all(isinstance(v, int | float) and np.isfinite(v) for v in box)
+            or not all(map(is_finite_number, box))
             or box[2] < box[0]
             or box[3] < box[1]
         ):
@@ -626,15 +638,18 @@ def _detections(raw: Any, names: tuple[str, ...] | list[str] | None) -> list[dic
             raise InvalidLog(f"detections[{i}].class must be a class index (integer >= 0)")
         if names and cls >= len(names):
             raise InvalidLog(f"detections[{i}].class {cls} is not one of the {len(names)} classes")
-        if isinstance(conf, bool) or not isinstance(conf, int | float) or not 0 <= conf <= 1:
+        if not is_finite_number(conf) or not 0 <= conf <= 1:
             raise InvalidLog(f"detections[{i}].confidence must be within [0, 1]")
-        name = d.get("name") or (names[cls] if names else str(cls))
+        name = d.get("name")
+        if name is not None and (not isinstance(name, str) or not LABEL_TEXT.fullmatch(name)):
+            raise InvalidLog(f"detections[{i}].name must be 1-64 characters, no control characters")
+        name = name or (names[cls] if names else str(cls))
         out.append(
             {
-                "box": [float(v) for v in box],
+                "box": [stored_number(v) for v in box],
                 "class": cls,
-                "name": str(name)[:64],
-                "confidence": float(conf),
+                "name": name,
+                "confidence": stored_number(conf),
             }
         )
     return out

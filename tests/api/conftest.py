@@ -14,7 +14,7 @@ from tests.conftest import make_settings
 def client(trained_copy: Path) -> Iterator[TestClient]:
     """The app in-process over a private trained store (flushes every 0.1 s)."""
     app = create_app(make_settings(trained_copy, flush_interval=0.1, reload_interval=0.2))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         yield c
 
 
@@ -22,5 +22,5 @@ def client(trained_copy: Path) -> Iterator[TestClient]:
 def empty_client(tmp_path: Path) -> Iterator[TestClient]:
     """The app over an empty store: no data, no model."""
     app = create_app(make_settings(tmp_path / "data", flush_interval=0.1))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         yield c

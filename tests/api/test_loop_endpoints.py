@@ -147,7 +147,7 @@ def test_webhook_firing_alert_starts_a_run(client: TestClient, trained_copy: Pat
     assert final["status"] in {"promoted", "rejected"}, final
     assert final["trigger"] == "webhook"
     assert final["reasons"] == ["alert DriftlabAccuracyLow: live accuracy 0.55"]
-    assert Path(final["notebook"]).exists()  # the executed notebook is kept in data/runs/
+    assert (trained_copy / final["notebook"]).exists()  # the executed notebook, in data/runs/
     history = client.get("/api/retraining/history").json()["items"]
     assert history[0]["event_id"] == body["event_id"]
 

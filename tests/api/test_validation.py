@@ -103,7 +103,7 @@ def test_oversized_body_is_413(trained_copy, tmp_path) -> None:
     from tests.conftest import make_settings
 
     app = create_app(make_settings(trained_copy, max_body_bytes=1000))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         r = c.post("/predict", json={"records": GOOD * 50})
         assert r.status_code == 413 and "limit" in r.json()["detail"]
         r = c.post("/ingest/batch", json={"records": GOOD * 50})
@@ -114,7 +114,8 @@ def test_too_many_rows(trained_copy) -> None:
     from api.main import create_app
     from tests.conftest import make_settings
 
-    with TestClient(create_app(make_settings(trained_copy, max_rows_per_request=2))) as c:
+    app = create_app(make_settings(trained_copy, max_rows_per_request=2))
+    with TestClient(app, base_url="http://localhost") as c:
         r = c.post("/predict", json={"records": GOOD})
         assert (
             r.status_code == 422 and "3 rows in one request; the limit is 2" in r.json()["detail"]
@@ -175,7 +176,8 @@ def test_write_endpoints_need_the_api_key(trained_copy) -> None:
     from api.main import create_app
     from tests.conftest import make_settings
 
-    with TestClient(create_app(make_settings(trained_copy, api_key="s3cret"))) as c:
+    app = create_app(make_settings(trained_copy, api_key="s3cret"))
+    with TestClient(app, base_url="http://localhost") as c:
         assert c.post("/predict", json={"records": GOOD}).status_code == 401
         assert c.post("/ingest/batch", json={"records": GOOD}).status_code == 401
         assert c.post("/feedback", json={"prediction_id": "x", "label": 1}).status_code == 401
@@ -205,7 +207,7 @@ def test_the_fast_path_answers_as_the_documented_route(trained_copy) -> None:
         app = create_app(make_settings(trained_copy, max_body_bytes=4000, api_key="k"))
         if not fast:
             app.user_middleware = [m for m in app.user_middleware if m.cls is not PredictFastPath]
-        with TestClient(app) as c:
+        with TestClient(app, base_url="http://localhost") as c:
             headers = {"X-API-Key": "k", "Content-Type": "application/json"}
             got = [c.post("/predict", content=b, headers=headers) for b in bodies]
             got.append(c.post("/predict", content=bodies[0], headers={"X-API-Key": "wrong"}))

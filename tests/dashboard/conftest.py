@@ -136,28 +136,30 @@ def live_dir(trained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 class DashboardServer:
     """`python -m dashboard` on 127.0.0.1:<free port> over `data_dir`, as `driftlab dashboard`
-    runs it. The API port points at a free port nobody listens on (the Overview says "down")."""
+    runs it. The API port points at a free port nobody listens on (the Overview says "down").
+    No API key unless `env` sets DRIFTLAB_API_KEY."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **env: str) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **os.environ,
+            **os.environ,  # without DRIFTLAB_* settings: `tests.conftest` removed them
             "DRIFTLAB_DATA_DIR": str(data_dir),
             "DRIFTLAB_DASHBOARD_PORT": str(self.port),
             "DRIFTLAB_API_PORT": str(free_port()),
             "DRIFTLAB_FLUSH_INTERVAL": "0.2",
             "DRIFTLAB_RETRAIN_OPTUNA_TRIALS": "0",
+            **env,
         }
         self.log = data_dir.parent / f"dashboard-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
     @contextmanager
-    def running(cls, data_dir: Path) -> Iterator[DashboardServer]:
+    def running(cls, data_dir: Path, **env: str) -> Iterator[DashboardServer]:
         """A started server, stopped on the way out whatever happened."""
-        server = cls(data_dir)
+        server = cls(data_dir, **env)
         server.start()
         try:
             yield server

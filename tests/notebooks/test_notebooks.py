@@ -45,7 +45,7 @@ def test_drift_notebook_writes_results_and_evidently_html(trained_copy: Path) ->
     from api.main import create_app
 
     s = make_settings(trained_copy)
-    with TestClient(create_app(s)) as client:
+    with TestClient(create_app(s), base_url="http://localhost") as client:
         client.post(
             "/predict",
             json={"records": demo.records(demo.demo_split(name="survey").shifted.head(300))},

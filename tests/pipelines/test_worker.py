@@ -18,7 +18,7 @@ def test_tick_checks_only_with_enough_new_predictions(trained_copy: Path) -> Non
     first = worker.tick()
     assert "fewer than 100" in first["drift"]["skipped"]
     assert first["compact"]["kept"]  # the champion's training snapshot is protected
-    with TestClient(create_app(s)) as client:
+    with TestClient(create_app(s), base_url="http://localhost") as client:
         client.post(
             "/predict",
             json={"records": demo.records(demo.demo_split(name="survey").shifted.head(150))},

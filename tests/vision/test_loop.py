@@ -67,7 +67,7 @@ def vclient(vision_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
     settings = make_settings(
         data, flush_interval=0.1, reload_interval=0.2, vision_imgsz=IMGSZ, **BAND
     )
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url="http://localhost") as c:
         yield c
 
 
@@ -421,7 +421,7 @@ def test_classification_loop_end_to_end(tmp_path: Path) -> None:
     assert served == (metrics["int8_matched"] >= 0.9) == (metrics["int8_served"] == 1.0)
 
     images = vdata.make_classification_set(3, split="test", size=side, seed=4)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://localhost") as client:
         st = state(client)
         ids = []
         for item in images:

@@ -67,7 +67,7 @@ def test_snapshot_id_is_the_current_snapshot_of_a_fresh_reader(
         current = store.lake.scalar("SELECT id FROM lake.current_snapshot()")
         assert store.snapshot_id() == current
     # A DuckLake whose catalog database is named otherwise: asked through DuckLake instead.
-    monkeypatch.setattr(lake, "_METADATA", "__no_such_catalog")
+    monkeypatch.setattr(lake, "METADATA", "__no_such_catalog")
     assert store.snapshot_id() == current
 
 
