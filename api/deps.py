@@ -15,7 +15,7 @@ import orjson
 from fastapi import Depends, HTTPException, Request
 
 from api.state import AppState
-from pipelines.serving import ServingModel
+from pipelines.serving.model import ServingModel
 from pipelines.settings import Settings
 from pipelines.store import Store
 

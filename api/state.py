@@ -11,17 +11,20 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pipelines import bulkjson, logs, supervisor
-from pipelines.monitoring import Monitor
-from pipelines.predicting import Band, Batcher
-from pipelines.registry import Registry
-from pipelines.serving import ModelHolder
+from pipelines.loop.monitoring import Monitor
+from pipelines.models.registry import Registry
+from pipelines.ops import logs, supervisor
+from pipelines.serving import bulkjson
+from pipelines.serving.band import Band
+from pipelines.serving.model import ModelHolder
+from pipelines.serving.predict import Batcher
+from pipelines.serving.services import Serving, VisionServing
 from pipelines.settings import Settings
 from pipelines.store import Store
 from pipelines.store.spool import PredictionLog
 
 if TYPE_CHECKING:  # the vision extra is optional: imported only when it is there
-    from pipelines.vision.serving import ImageLog
+    from pipelines.vision.image_log import ImageLog
 
 logger = logging.getLogger(__name__)
 
@@ -163,87 +166,70 @@ class Metrics:
 class AppState:
     settings: Settings
     store: Store
-    registry: Registry
-    models: ModelHolder
-    log: PredictionLog
-    band: Band
+    serving: Serving  # the registry, the champion, the prediction log, the band
     metrics: Metrics
     monitor: Monitor
+    vision_serving: VisionServing | None = None  # None without the `vision` extra
     started_at: float = field(default_factory=time.time)
-    # Vision (None without the `vision` extra): the vision champion's holder and image log.
-    vision: ModelHolder | None = None
-    image_log: ImageLog | None = None
     batcher: Batcher = field(init=False)  # /predict's micro-batcher, over `log` and `band`
 
     def __post_init__(self) -> None:
         self.batcher = Batcher(self.log, self.band)
 
+    @property
+    def registry(self) -> Registry:
+        return self.serving.registry
+
+    @property
+    def models(self) -> ModelHolder:
+        return self.serving.models
+
+    @property
+    def log(self) -> PredictionLog:
+        return self.serving.log
+
+    @property
+    def band(self) -> Band:
+        return self.serving.band
+
+    @property
+    def vision(self) -> ModelHolder | None:
+        """The vision champion's holder (None without the `vision` extra)."""
+        return self.vision_serving.models if self.vision_serving is not None else None
+
+    @property
+    def image_log(self) -> ImageLog | None:
+        return self.vision_serving.log if self.vision_serving is not None else None
+
     @classmethod
     def start(cls, settings: Settings) -> AppState:
         # Every ONNX call releases the GIL, and taking it back from a thread running Python
         # (the prediction flusher building its Arrow table) waits up to the switch interval,
-        # 5 ms by default: beside a busy thread a one-row call took 0.76 ms on average instead
-        # of 8 us. 0.5 ms gave /predict +6 to +21% requests/s in three paired wrk runs.
+        # 5 ms by default: beside a busy thread a short model call waits that long for it.
         sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         logs.configure_from_env(settings)
         supervisor.follow()  # a uvicorn worker process dies with `driftlab api`
         store = Store.open(settings, threads=settings.api_db_threads)
-        registry = Registry.from_settings(settings)
-        log = PredictionLog.started(store, settings)  # replays what a crashed process left
-        models = ModelHolder(registry, interval=settings.reload_interval)
-        try:
-            models.refresh()
-        except Exception:
-            logger.exception("could not load the champion; serving will answer 503 until it can")
-        models.start()
-        vision, image_log = _start_vision(settings, store)
+        serving = Serving.start(settings, store)
         state = cls(
             settings=settings,
             store=store,
-            registry=registry,
-            models=models,
-            log=log,
-            band=Band(settings.uncertainty_low, settings.uncertainty_high),
+            serving=serving,
             metrics=Metrics(),
-            monitor=Monitor(settings, store, registry),
-            vision=vision,
-            image_log=image_log,
+            monitor=Monitor(settings, store, serving.registry),
+            vision_serving=VisionServing.start(settings, store),
         )
         bulkjson.warm_up()
         # What start-up loaded (MLflow, scikit-learn, onnxruntime, pandas…) lives as long as the
         # process; frozen, the cyclic GC stops re-scanning it in every full collection, which
-        # otherwise stalled all requests for 100+ ms (the p99 of /predict under load).
+        # would stall all requests for 100+ ms (the p99 of /predict under load).
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
         return state
 
     def stop(self) -> None:
-        self.models.stop()
-        if self.vision is not None:
-            self.vision.stop()
-        self.log.close()
-        if self.image_log is not None:
-            self.image_log.close()
+        self.serving.stop()
+        if self.vision_serving is not None:
+            self.vision_serving.stop()
         self.store.close()
-
-
-def _start_vision(settings: Settings, store: Store) -> tuple[ModelHolder | None, ImageLog | None]:
-    """The vision champion's holder and the image log, or (None, None) without the extra."""
-    try:
-        from pipelines.vision.serving import ImageLog, vision_loader
-    except ImportError as exc:
-        logger.info("vision disabled (%s): install the `vision` extra to serve images", exc)
-        return None, None
-    image_log = ImageLog.started(store, settings)  # replays image logs a crash left
-    holder = ModelHolder(
-        Registry.vision_from_settings(settings),
-        interval=settings.reload_interval,
-        loader=vision_loader(settings.data_dir / "cache" / "vision"),
-    )
-    try:
-        holder.refresh()
-    except Exception:
-        logger.exception("could not load the vision champion; /predict/image answers 503")
-    holder.start()
-    return holder, image_log

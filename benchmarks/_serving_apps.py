@@ -34,8 +34,8 @@ class PredictIn(BaseModel):
 
 def naive_app() -> FastAPI:
     """Loads the champion of the registry in `DRIFTLAB_DATA_DIR` as a plain sklearn estimator."""
-    from pipelines.registry import CHAMPION, Registry
-    from pipelines.serving import load_version
+    from pipelines.models.registry import CHAMPION, Registry
+    from pipelines.serving.model import load_version
     from pipelines.settings import get_settings
 
     settings = get_settings()

@@ -2,12 +2,12 @@
 
 The issue's budget is 300 ms per callback with 10M predictions stored. A temp data dir gets the
 survey demo's rows (``DEMO``: 8 features, 2 categorical; every figure so far was taken on it), a
-trained champion (30 trees) and a second version (promoted, then rolled back), then 10M
-predictions written straight as Arrow tables through ``Store.append_predictions`` in 1M-row
-commits (the table the prediction log writes; timestamps spread evenly over the last 7 days, in
-order; the last fifth from the shifted cohort), 5,000 human labels in one commit, 3 drift
-checks, the labeling queue filled from the last hour by ``pipelines.queue.refresh`` with 30 items
-answered or skipped through ``queue.answer`` / ``skip``, and 20 retraining runs.
+trained champion (30 trees) and a second version (promoted, then rolled back), then 10M predictions
+written straight as Arrow tables through ``Store.append_predictions`` in 1M-row commits (the table
+the prediction log writes; timestamps spread evenly over the last 7 days, in order; the last fifth
+from the shifted cohort), 5,000 human labels in one commit, 3 drift checks, the labeling queue
+filled from the last hour by ``pipelines.loop.labeling_queue.refresh`` with 30 items answered or
+skipped through ``labeling_queue.answer`` / ``skip``, and 20 retraining runs.
 
 Each read callback is then posted to Dash's own ``/_dash-update-component`` endpoint (Flask's
 test client, in this process, over the dashboard's per-process services), so a timing covers
@@ -104,9 +104,10 @@ def prediction_chunk(
 
 def fill_store(data_dir: Path, n_rows: int, chunk: int) -> dict[str, Any]:
     """Demo rows, two registered versions, `n_rows` predictions and the human side around them."""
-    from pipelines import demo, models, training
-    from pipelines.monitoring import Monitor
-    from pipelines.registry import Registry
+    from pipelines import demo
+    from pipelines.loop.monitoring import Monitor
+    from pipelines.models import promotion, training
+    from pipelines.models.registry import Registry
     from pipelines.store import Store
 
     settings = _settings(data_dir)
@@ -117,8 +118,8 @@ def fill_store(data_dir: Path, n_rows: int, chunk: int) -> dict[str, Any]:
     config = training.TrainConfig(params={"n_estimators": 30})
     first = training.train(store, registry, config, who="bench")
     second = training.train(store, registry, config, promote=False, who="bench")
-    models.promote(store, registry, second.version, who="bench", why="benchmark history")
-    models.rollback(store, registry, who="bench", why="benchmark history")
+    promotion.promote(store, registry, second.version, who="bench", why="benchmark history")
+    promotion.rollback(store, registry, who="bench", why="benchmark history")
     train_s = time.perf_counter() - started
 
     schema = store.dataset_schema()
@@ -190,20 +191,22 @@ def _add_feedback(store: Any, n_rows: int, rng: np.random.Generator) -> None:
 
 def _fill_queue_and_retraining(settings: Any, store: Any, registry: Any) -> None:
     """A labeling queue filled from the last hour's uncertain predictions, some of it answered
-    (through `pipelines.queue`, as people would), and a history of retraining runs."""
-    from pipelines import queue
-    from pipelines.labeling import QueuePolicy
+    (through `pipelines.loop.labeling_queue`, as people would), and a history of retraining runs."""
+    from pipelines.loop import labeling_queue
+    from pipelines.loop.labeling_policy import QueuePolicy
 
     del registry  # the queue and the runs need only the store
-    queue.refresh(store, QueuePolicy.from_settings(settings))
+    labeling_queue.refresh(store, QueuePolicy.from_settings(settings))
     model_schema = store.dataset_schema()
-    page = queue.items(store, status="pending", limit=30)["items"]
+    page = labeling_queue.items(store, status="pending", limit=30)["items"]
     for i, item in enumerate(page):
         if i % 3 == 2:
-            queue.skip(store, item["prediction_id"], who="bench")
+            labeling_queue.skip(store, item["prediction_id"], who="bench")
         else:
             label = model_schema.label_from_store(str(i % 2))
-            queue.answer(store, model_schema, item["prediction_id"], label=label, who="bench")
+            labeling_queue.answer(
+                store, model_schema, item["prediction_id"], label=label, who="bench"
+            )
     for i in range(20):
         base = {"event_id": f"bench-run-{i}", "trigger": "worker", "who": "bench"}
         store.add_retraining_event({**base, "status": "running", "reasons": ["drift"]})
@@ -279,9 +282,9 @@ class DashClient:
 
 def callbacks(store: Any) -> list[tuple[str, str, str, dict[str, Any] | None, str | None]]:
     """(page, what, first output, input values, changed prop) for every read callback."""
-    from pipelines import queue
+    from pipelines.loop import labeling_queue
 
-    pending = queue.items(store, status="pending", limit=1)["items"]
+    pending = labeling_queue.items(store, status="pending", limit=1)["items"]
     return [
         ("overview", "cards + throughput", "overview-cards.children", {}, None),
         ("overview", "health + logs", "overview-health.children", {}, None),

@@ -223,7 +223,7 @@ def bench_schema():
 
 def bench_model():
     """A stand-in champion: `Monitor.check` reads only its name, version, schema and classes."""
-    from pipelines.serving import ServingModel
+    from pipelines.serving.model import ServingModel
 
     def no_predictions(x: np.ndarray) -> np.ndarray:
         raise NotImplementedError("the benchmark's reference profile is cached")
@@ -297,7 +297,7 @@ def fill_store(data_dir: Path, window: int, older: int, chunk: int) -> dict:
     )
     profile_s = time.perf_counter() - started
     # Where Monitor.reference keeps a champion's profile between processes.
-    cache = settings.data_dir / "cache" / f"reference-{MODEL_NAME}-v{MODEL_VERSION}.pkl"
+    cache = settings.reference_cache(MODEL_NAME, MODEL_VERSION)
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_bytes(pickle.dumps(profile))
     return {"fill_s": fill_s, "profile_s": profile_s, "rows_stored": total}
@@ -305,7 +305,7 @@ def fill_store(data_dir: Path, window: int, older: int, chunk: int) -> dict:
 
 def store_worker(data_dir: Path, window: int, repeats: int) -> dict:
     """Runs inside a subprocess: `Monitor.check` on the last `window` predictions."""
-    from pipelines.monitoring import Monitor
+    from pipelines.loop.monitoring import Monitor
     from pipelines.store import Store
 
     settings = _settings(data_dir)

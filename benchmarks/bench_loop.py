@@ -2,16 +2,16 @@
 
     python -m benchmarks --only loop [--quick]
 
-(1) Labels needed after a shift, queue-ranked vs random (issue "human loop": >= 30% fewer).
-Real data shipped with scikit-learn: the 1,797 handwritten digits (8x8). A forest is trained on
-600 of them; the rest arrive shifted the way a new population of writers would write (slanted
-by 25 degrees, thicker pen strokes: `demo.shift_digits`), split into a labeled-on-demand pool and
-a test set. Both strategies label the pool in the same budget steps and retrain on the original rows
-plus the labels after each step (as a retrain does: history plus new labels); the queue takes
-the most informative predictions (`pipelines.labeling`, the ranking the labeling queue uses; the
-uncertainty band is left wide open here so that both strategies spend the same budget), random
-takes a random sample. "Labels needed" is the first step at which the mean test accuracy over
-the seeds reaches 97% of what labeling the whole pool gives.
+(1) Labels needed after a shift, queue-ranked vs random (issue "human loop": >= 30% fewer). Real
+data shipped with scikit-learn: the 1,797 handwritten digits (8x8). A forest is trained on 600 of
+them; the rest arrive shifted the way a new population of writers would write (slanted by 25
+degrees, thicker pen strokes: `demo.shift_digits`), split into a labeled-on-demand pool and a test
+set. Both strategies label the pool in the same budget steps and retrain on the original rows plus
+the labels after each step (as a retrain does: history plus new labels); the queue takes the most
+informative predictions (`pipelines.loop.labeling_policy`, the ranking the labeling queue uses; the
+uncertainty band is left wide open here so that both strategies spend the same budget), random takes
+a random sample. "Labels needed" is the first step at which the mean test accuracy over the seeds
+reaches 97% of what labeling the whole pool gives.
 
 (2) Trigger to new champion serving, 100k training rows (target <= 60 s). A real `driftlab api`
 serves a champion trained on 80k clean digits (drawn with replacement, with a little pixel
@@ -38,9 +38,10 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score
 
 from benchmarks.bench_serving import base_env, free_port, say, server, verdict
-from pipelines import demo, training
-from pipelines.labeling import QueuePolicy
-from pipelines.predicting import Band
+from pipelines import demo
+from pipelines.loop.labeling_policy import QueuePolicy
+from pipelines.models import training
+from pipelines.serving.band import Band
 
 TARGET_SAVING, TARGET_RETRAIN_S = 0.30, 60.0
 STEPS = (0, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500, 600, 797)
@@ -130,8 +131,8 @@ def digit_rows(n: int, *, shifted: bool, seed: int) -> tuple[pd.DataFrame, np.nd
 
 
 def bench_retrain(rows: int) -> dict[str, float]:
-    from pipelines.ingestion import ingest
-    from pipelines.registry import Registry
+    from pipelines.loop.ingestion import ingest
+    from pipelines.models.registry import Registry
     from pipelines.settings import Settings
     from pipelines.store import Store
 

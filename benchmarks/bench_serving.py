@@ -197,10 +197,10 @@ def model_call_ms(
     """Median ms of one call on `rows` by each runtime of the champion in `data_dir`, each on one
     thread: what the serving model costs apart from HTTP, validation and logging; and the
     champion's feature schema."""
-    from pipelines.forest import CompiledForest
-    from pipelines.registry import CHAMPION, FOREST_FILE, Registry
+    from pipelines.models.registry import CHAMPION, FOREST_FILE, Registry
     from pipelines.schema import FeatureSchema
-    from pipelines.serving import onnx_session
+    from pipelines.serving.forest import CompiledForest
+    from pipelines.serving.model import onnx_session
     from pipelines.settings import Settings
 
     registry = Registry.from_settings(Settings(data_dir=data_dir))
@@ -231,8 +231,8 @@ def model_call_ms(
 
 def reading_ms(schema: FeatureSchema, bodies: dict[str, bytes], reps: int) -> dict[str, tuple]:
     """Per batch body, median ms to turn it into validated columns, in this process: orjson +
-    `FeatureSchema.columns` (the ordinary path) against `pipelines.bulkjson.read_bulk`."""
-    from pipelines.bulkjson import read_bulk, warm_up
+    `FeatureSchema.columns` (the ordinary path) against `pipelines.serving.bulkjson.read_bulk`."""
+    from pipelines.serving.bulkjson import read_bulk, warm_up
 
     warm_up()
     out = {}
@@ -368,7 +368,7 @@ def rows_per_s(url: str, body: bytes, rows: int, reps: int, clients: int = 1) ->
 
 
 def demo_rows() -> tuple[list[dict[str, Any]], list[int]]:
-    from pipelines.demo import LABEL, demo_split, records
+    from pipelines.demo.datasets import LABEL, demo_split, records
 
     live = demo_split(name=SERVING_DEMO).live
     return records(live), live[LABEL].astype(int).tolist()

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipelines.ingestion import ingest
+from pipelines.loop.ingestion import ingest
 from pipelines.settings import Settings
 from pipelines.store import Store
 

@@ -49,13 +49,13 @@ def frames(n: int) -> list[np.ndarray]:
 
 def build_models(workdir: Path) -> dict[str, Path]:
     """A one-epoch detector and its ONNX exports at each size."""
-    from pipelines.vision import data, yolo
+    from pipelines.vision import data, datasets, yolo
     from pipelines.vision.offline import prepare_offline
 
     prepare_offline(workdir / "yolo", runs_dir=workdir / "runs")
     train = data.make_detection_set(8, split="train", size=128, seed=0)
     val = data.make_detection_set(4, split="val", size=128, seed=0)
-    data_yaml = data.export_detection_dataset(
+    data_yaml = datasets.export_detection_dataset(
         {"train": train, "val": val}, workdir / "dataset", data.DIGIT_NAMES
     )
     result = yolo.train(
@@ -85,7 +85,8 @@ export (`yolo.quantize_onnx`, calibrated on 32 other demo frames)."""
 
 def worker(runtime: str, model: Path, size: int, threads: int, repeats: int) -> dict:
     """Runs inside a subprocess: time one runtime at one size; the latencies come back raw."""
-    from pipelines.vision.yolo import DEFAULT_CONF, Predictor, _yolo_class
+    from pipelines.vision.predictor import DEFAULT_CONF, Predictor
+    from pipelines.vision.yolo import _yolo_class
 
     if runtime == "ultralytics":
         import torch
@@ -155,10 +156,10 @@ def bench_api_and_edge(workdir: Path, models: dict[str, Path], *, quick: bool) -
     import cv2
     import httpx
 
-    from pipelines.registry import CHAMPION, Registry
+    from pipelines.models.registry import CHAMPION, Registry
     from pipelines.settings import Settings
     from pipelines.store import Store
-    from pipelines.vision import edge
+    from pipelines.vision import edge_client
 
     data_dir = workdir / "data"
     settings = Settings(data_dir=data_dir, _env_file=None)  # type: ignore[call-arg]
@@ -233,14 +234,14 @@ def bench_api_and_edge(workdir: Path, models: dict[str, Path], *, quick: bool) -
                     f"{clients:>7} {n / wall:>8.1f} {np.percentile(ms, 50):>8.1f} "
                     f"{np.percentile(ms, 99):>8.1f}"
                 )
-        video = edge.write_test_video(workdir / "edge.avi", n_frames=30 if quick else 90)
+        video = edge_client.write_test_video(workdir / "edge.avi", n_frames=30 if quick else 90)
         print(
             "== edge client (driftlab stream): generated 640x480 video, local ONNX 320 px, "
             "POST /log per frame (frame attached when uncertain) =="
         )
         for max_fps in (30.0, 0.0):
-            client = edge.EdgeClient(url, workdir / f"spool-{max_fps}", max_fps=max_fps)
-            stats = client.run(edge.open_source(str(video))).summary()
+            client = edge_client.EdgeClient(url, workdir / f"spool-{max_fps}", max_fps=max_fps)
+            stats = client.run(edge_client.open_source(str(video))).summary()
             cap = f"cap {max_fps:.0f} FPS" if max_fps else "uncapped"
             print(
                 f"{cap:>12}: {stats['frames']} frames at {stats['fps']:.1f} FPS, inference "
@@ -274,7 +275,7 @@ def main(quick: bool = False, argv: list[str] | None = None) -> None:
         print(json.dumps(worker(args.worker, args.model, args.size, args.threads, args.repeats)))
         return
 
-    from pipelines.vision.yolo import thread_count
+    from pipelines.vision.predictor import thread_count
 
     cores = thread_count()
     thread_options = [cores] if quick or cores == 1 else [cores, 1]

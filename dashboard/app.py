@@ -20,7 +20,7 @@ from flask import Response, abort, send_from_directory
 
 from dashboard import security
 from dashboard.data import open_services
-from pipelines import logs
+from pipelines.ops import logs
 from pipelines.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)

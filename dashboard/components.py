@@ -177,10 +177,11 @@ def log_tail(path_name: str, lines: Sequence[str]) -> html.Div:
 
 
 def condition_rows(check: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The retraining conditions (`retrainer.check`) as rows: each figure, its threshold, and
+    """The retraining conditions (`retraining_conditions.check`) as rows: each figure, its
+    threshold, and
     `crossed` when the figure is past the threshold (a trigger that holds, or a block).
 
-    The decision itself stays `retraining.decide`'s; these rows only show its inputs.
+    The decision itself stays `retraining_policy.decide`'s; these rows only show its inputs.
     """
     f, t = check.get("figures") or {}, check.get("thresholds") or {}
     rows = [
@@ -240,7 +241,7 @@ def condition_rows(check: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_rows(runs: Sequence[Mapping[str, Any]], metric: str = "macro_f1") -> list[dict[str, Any]]:
-    """Retraining runs (`retrainer.history`) as table rows: when, why, outcome, and the
+    """Retraining runs (`retraining_control.history`) as table rows: when, why, outcome, and the
     champion's and the challenger's `metric` on the fixed held-out rows both are judged on."""
     out = []
     for run in runs:

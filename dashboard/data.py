@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.feedback import FeedbackError, give
-from pipelines.predicting import Band
-from pipelines.registry import Registry
+from pipelines.loop.feedback import FeedbackError, give
+from pipelines.models.registry import Registry
 from pipelines.schema import FeatureSchema, SchemaError
-from pipelines.serving import ModelHolder
+from pipelines.serving.band import Band
+from pipelines.serving.model import ModelHolder
+from pipelines.serving.services import Serving
 from pipelines.settings import Settings
 from pipelines.store import Store
 from pipelines.store.spool import PredictionLog
@@ -47,10 +48,7 @@ class Services:
     settings: Settings
     store: Store  # read-only: every page read
     writer: Store  # read-write: feedback, labels, promotions, retrain events, prediction log
-    registry: Registry
-    models: ModelHolder
-    log: PredictionLog
-    band: Band
+    serving: Serving  # the registry, the champion, the prediction log, the band
     started_at: float = field(default_factory=time.time)
     # Pages that show many independent figures read them at once (see `gather`).
     pool: ThreadPoolExecutor = field(
@@ -61,24 +59,28 @@ class Services:
     @classmethod
     def start(cls, settings: Settings) -> Services:
         writer = Store.open(settings)  # first: creates missing tables for the reader
-        store = Store.open(settings, read_only=True)
-        registry = Registry.from_settings(settings)
-        log = PredictionLog.started(writer, settings)
-        models = ModelHolder(registry, interval=settings.reload_interval)
-        try:
-            models.refresh()
-        except Exception:
-            logger.exception("could not load the champion; the Predict page waits for one")
-        models.start()
         return cls(
             settings=settings,
-            store=store,
+            store=Store.open(settings, read_only=True),
             writer=writer,
-            registry=registry,
-            models=models,
-            log=log,
-            band=Band(settings.uncertainty_low, settings.uncertainty_high),
+            serving=Serving.start(settings, writer),
         )
+
+    @property
+    def registry(self) -> Registry:
+        return self.serving.registry
+
+    @property
+    def models(self) -> ModelHolder:
+        return self.serving.models
+
+    @property
+    def log(self) -> PredictionLog:
+        return self.serving.log
+
+    @property
+    def band(self) -> Band:
+        return self.serving.band
 
     def gather(self, **reads: Callable[[], Any]) -> dict[str, Any]:
         """Run independent reads at once; their results by name (the first error is raised)."""
@@ -87,8 +89,7 @@ class Services:
 
     def stop(self) -> None:
         self.pool.shutdown(wait=True)
-        self.models.stop()
-        self.log.close()
+        self.serving.stop()
         self.store.close()
         self.writer.close()
 
@@ -119,7 +120,7 @@ class Services:
         who: str = "dashboard",
     ) -> str:
         """A person's verdict on a prediction this process made, checked and recorded by
-        `pipelines.feedback.give` as `POST /feedback` records it.
+        `pipelines.loop.feedback.give` as `POST /feedback` records it.
 
         Only the id is taken from `prediction` (the page keeps it in the browser): the
         predicted class and model version are read back from the lake, flushing this

@@ -15,7 +15,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from pipelines.demo import DIGIT_INK
+from pipelines.demo.datasets import DIGIT_INK
 
 REFERENCE_COLOR = "#7f8c8d"
 CURRENT_COLOR = "#2c7fb8"

@@ -1,7 +1,7 @@
 """The dashboard's vision services: the vision champion and an image log of its own.
 
 The Predict page answers image uploads the way POST /predict/image does
-(`pipelines.vision.serving.predict_image`: decoded safely, stored by content, logged durably
+(`pipelines.vision.predict.predict_image`: decoded safely, stored by content, logged durably
 before it is shown), and the Labeling page needs the vision model's class names. Both need the
 vision champion loaded in this process, and image predictions go through an `ImageLog` (their
 own spool segments, three tables per commit), not the tabular `PredictionLog`.
@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dashboard.data import services
-from pipelines.registry import Registry
-from pipelines.serving import ModelHolder
+from pipelines.serving.model import ModelHolder
+from pipelines.serving.services import VisionServing
 
 if TYPE_CHECKING:
-    from pipelines.vision.serving import ImageLog, Limits
+    from pipelines.vision.image_log import ImageLog
+    from pipelines.vision.predict import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +48,11 @@ class VisionServices:
             return tuple(model.names)
         if version is None:
             return None
-        from pipelines.vision.serving import load_vision_version
+        from pipelines.vision.model import load_vision_version
 
         s = services().settings
         try:
-            other = load_vision_version(
-                self.holder.registry, version, s.data_dir / "cache" / "vision"
-            )
+            other = load_vision_version(self.holder.registry, version, s.vision_cache_dir)
         except Exception:  # a deleted version: the caller says it cannot label it
             logger.exception("could not load vision version %s", version)
             return None
@@ -71,25 +70,15 @@ def vision() -> VisionServices | None:
     with _lock:
         if _vision is not None or _unavailable is not None:
             return _vision
-        try:
-            from pipelines.vision.serving import ImageLog, Limits, vision_loader
-        except ImportError as exc:
-            _unavailable = f"vision is not installed ({exc}): pip install -e '.[vision]'"
-            return None
         s = services()
-        log = ImageLog.started(s.writer, s.settings)
-        holder = ModelHolder(
-            Registry.vision_from_settings(s.settings),
-            interval=s.settings.reload_interval,
-            loader=vision_loader(s.settings.data_dir / "cache" / "vision"),
-        )
-        try:
-            holder.refresh()
-        except Exception:
-            logger.exception("could not load the vision champion; image pages wait for one")
-        holder.start()
+        serving = VisionServing.start(s.settings, s.writer)
+        if serving is None:
+            _unavailable = "vision is not installed: pip install -e '.[vision]'"
+            return None
+        from pipelines.vision.predict import Limits
+
         limits = Limits(s.settings.image_max_bytes, s.settings.image_max_pixels)
-        _vision = VisionServices(holder, log, limits)
+        _vision = VisionServices(serving.models, serving.log, limits)
         return _vision
 
 

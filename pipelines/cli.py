@@ -1,4 +1,8 @@
-"""`driftlab`: one command line for every job. `driftlab <command> --help` explains each."""
+"""`driftlab`: one command line for every job. `driftlab <command> --help` explains each.
+
+One parser and one short function per command, each reading its arguments and calling the
+library: longer than most modules, and kept whole so that every command is found in one place.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,11 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
 from typing import Any
 
-from pipelines import logs, supervisor
+from pipelines import __version__
+from pipelines.ops import logs, supervisor
 from pipelines.settings import Settings, get_settings
 
 logger = logging.getLogger("driftlab")
@@ -38,7 +41,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     bootstrap the first vision model (demo digits seeded, trained, registered, promoted)."""
     if args.vision:
         return _train_vision(args, settings)
-    from pipelines.notebooks import run_notebook
+    from pipelines.ops.notebooks import run_notebook
 
     params: dict[str, Any] = {
         "estimator": args.estimator,
@@ -98,7 +101,7 @@ def check_bind(host: str, settings: Settings) -> None:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import threading
 
-    from pipelines.worker import Worker
+    from pipelines.loop.worker import Worker
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -113,7 +116,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     """Run notebooks/drift_report.ipynb: our check into the store + an Evidently HTML report."""
-    from pipelines.notebooks import run_notebook
+    from pipelines.ops.notebooks import run_notebook
 
     params: dict[str, Any] = {"window_size": args.window_size, "evidently": not args.no_evidently}
     out = run_notebook("drift_report", settings, params)
@@ -150,8 +153,8 @@ def _train_vision(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     """Run notebooks/retrain.ipynb: challenger, gate, promotion (one run at a time); with
     `--vision`, the vision model's retrain (`python -m pipelines.vision.retrain`)."""
-    from pipelines import retrainer
-    from pipelines.notebooks import run_notebook
+    from pipelines.loop import retraining_control
+    from pipelines.ops.notebooks import run_notebook
     from pipelines.store import Store
 
     if args.vision:
@@ -178,8 +181,8 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
         fd = args.lock_fd
     else:
         try:
-            fd = retrainer.acquire(settings)
-        except retrainer.RetrainBusy as exc:
+            fd = retraining_control.acquire(settings)
+        except retraining_control.RetrainBusy as exc:
             logger.error("%s", exc)
             return 3
     params["hold_lock"] = False
@@ -208,7 +211,8 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _retrain_vision(args: argparse.Namespace) -> int:
-    """The vision retrain in this process, with the same arguments `retrainer.trigger` passes
+    """The vision retrain in this process, with the same arguments `retraining_control.trigger`
+    passes
     its child (`--lock-fd` included), so both ways in run one code path."""
     tabular_only = [
         flag
@@ -245,7 +249,7 @@ def _retrain_vision(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Replay the demo stream against the running API, with feedback and a reviewer."""
-    from pipelines.simulate import SimulationConfig, run
+    from pipelines.demo.simulate import SimulationConfig, run
 
     config = SimulationConfig(
         api=args.api or f"http://{settings.api_host}:{settings.api_port}",
@@ -272,7 +276,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.registry import Registry
+    from pipelines.models.registry import Registry
     from pipelines.store import Store
 
     store = Store.open(settings)
@@ -293,8 +297,8 @@ def cmd_repair(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines import models
-    from pipelines.registry import Registry
+    from pipelines.models import promotion
+    from pipelines.models.registry import Registry
     from pipelines.store import Store
 
     registry = Registry.from_settings(settings)
@@ -318,24 +322,24 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "promote":
             if not args.version:
                 raise SystemExit("driftlab models promote VERSION")
-            _print(models.promote(store, registry, args.version, who=who, why=args.why))
+            _print(promotion.promote(store, registry, args.version, who=who, why=args.why))
         else:
-            _print(models.rollback(store, registry, who=who, why=args.why))
-    except models.PromotionError as exc:
+            _print(promotion.rollback(store, registry, who=who, why=args.why))
+    except promotion.PromotionError as exc:
         raise SystemExit(str(exc)) from None
     return 0
 
 
 def bootstrap(settings: Settings) -> None:
     """Create the store and, if no champion exists, train the first one on the demo data."""
-    from pipelines.registry import CHAMPION, Registry
+    from pipelines.models.registry import CHAMPION, Registry
     from pipelines.store import Store
 
     Store.open(settings).close()
     registry = Registry.from_settings(settings)
     if registry.alias_version(CHAMPION) is None:
         logger.info("no champion yet: training a first model (notebooks/train.ipynb)")
-        from pipelines.notebooks import run_notebook
+        from pipelines.ops.notebooks import run_notebook
 
         run_notebook("train", settings, {"seed_demo": True, "promote": True})
 
@@ -344,16 +348,13 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     """Bootstrap, then run every process until Ctrl-C."""
     bootstrap(settings)
     check_bind(settings.api_host, settings)
-    env = {**os.environ, **settings.process_env(), **supervisor.children_env()}
+    env = {**os.environ, **settings.process_env()}
     commands = {
         name: [sys.executable, "-m", "pipelines.cli", name]
         for name in ("api", "worker", "dashboard")
     }
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    for name, cmd in commands.items():
-        procs[name] = subprocess.Popen(cmd, env=env)
     base = f"http://{settings.api_host}:{settings.api_port}"
-    sys.stdout.write(
+    banner = (
         f"\ndriftlab is up\n  API        {base}  (docs: {base}/docs, metrics: {base}/metrics)\n"
         f"  dashboard  http://127.0.0.1:{settings.dashboard_port}\n"
         f"  worker     drift check every {settings.check_interval:.0f} s, "
@@ -362,31 +363,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         "Watch the loop turn: `make simulate` in another terminal.\n"
         f"  data       {settings.data_dir}\nCtrl-C stops everything.\n\n"
     )
-    sys.stdout.flush()
-    stopping = False
-
-    def stop(*_: Any) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    code = 0
-    while not stopping:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                logger.error("%s exited with code %s; stopping everything", name, proc.returncode)
-                stopping, code = True, 1
-        time.sleep(0.5)
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return code
+    return supervisor.run_all(commands, env, started=lambda: sys.stdout.write(banner))
 
 
 # -- parser ----------------------------------------------------------------------------------
@@ -398,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-hosted closed-loop ML workbench: serve, log, monitor, label, retrain.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"driftlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -519,10 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_vision(sub: Any) -> None:
     """`driftlab stream` (the edge client), when the `vision` extra is installed."""
     try:
-        from pipelines.vision import edge
+        from pipelines.vision import edge_client
     except ImportError:
         return
-    edge.register(sub)
+    edge_client.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(Path("data"), description="Runtime data: lake, mlflow, spool, runs.")
+    cache_dir_override: Path | None = Field(
+        None,
+        alias="DRIFTLAB_CACHE_DIR",
+        description="What can be rebuilt from the lake and the registry: drift references, "
+        "downloaded model files (default <data_dir>/cache).",
+    )
     catalog_uri: str = Field(
         "",
         description="DuckLake catalog: 'sqlite:<path>' (default <data_dir>/lake/catalog.sqlite) "
@@ -37,9 +43,8 @@ class Settings(BaseSettings):
         1, ge=1, description="API worker processes (each with its own spool and flusher)."
     )
     dashboard_port: int = Field(8050, description="Dashboard port.")
-    demo: str = Field(
+    demo: Literal["digits", "survey"] = Field(
         "digits",
-        pattern="^(digits|survey)$",
         description="Demo data `make up` seeds and `make simulate` replays: digits (handwritten, "
         "a shift that labels fix, so a retrain is promoted) or survey (Fair's affairs).",
     )
@@ -80,7 +85,9 @@ class Settings(BaseSettings):
     window_size: int = Field(1000, description="Predictions in the current drift window.")
     min_samples: int = Field(100, description="Predictions needed before any drift verdict.")
     drift_alpha: float = Field(0.05, description="Significance level after correction.")
-    drift_correction: str = Field("bh", description="Multiple testing: bh, bonferroni or none.")
+    drift_correction: Literal["bh", "bonferroni", "none"] = Field(
+        "bh", description="Multiple testing: bh, bonferroni or none."
+    )
     drift_share_threshold: float = Field(
         0.3, description="Share of drifted features the retraining policy treats as drift."
     )
@@ -90,7 +97,7 @@ class Settings(BaseSettings):
         "small Parquet file until they are merged).",
     )
 
-    queue_method: str = Field(
+    queue_method: Literal["margin", "entropy", "confidence"] = Field(
         "margin", description="Informativeness that ranks the queue: margin, entropy, confidence."
     )
     queue_budget_per_hour: int = Field(
@@ -123,7 +130,9 @@ class Settings(BaseSettings):
     retrain_optuna_timeout: float = Field(
         60.0, gt=0, description="Seconds an Optuna search may take at most."
     )
-    gate_metric: str = Field("macro_f1", description="Metric the promotion gate compares.")
+    gate_metric: Literal["macro_f1", "accuracy"] = Field(
+        "macro_f1", description="Metric the promotion gate compares: macro_f1 or accuracy."
+    )
     gate_margin: float = Field(
         0.005, ge=0, description="How much the challenger must beat the champion by."
     )
@@ -151,8 +160,8 @@ class Settings(BaseSettings):
     vision_model_name: str = Field(
         "driftlab-vision", description="Registered model name of the vision model served."
     )
-    vision_task: str = Field(
-        "detect", pattern="^(detect|classify)$", description="Vision task: detect or classify."
+    vision_task: Literal["detect", "classify"] = Field(
+        "detect", description="Vision task: detect or classify."
     )
     vision_architecture: str = Field(
         "yolo11n", description="Ultralytics architecture when training from scratch."
@@ -204,6 +213,19 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
+
+    @property
+    def cache_dir(self) -> Path:
+        return (self.cache_dir_override or self.data_dir / "cache").expanduser().resolve()
+
+    @property
+    def vision_cache_dir(self) -> Path:
+        """The vision versions' files (weights, ONNX), one folder per version."""
+        return self.cache_dir / "vision"
+
+    def reference_cache(self, model_name: str, version: str) -> Path:
+        """Where a model version's drift reference profile is kept once computed."""
+        return self.cache_dir / f"reference-{model_name}-v{version}.pkl"
 
     @property
     def runs_dir(self) -> Path:

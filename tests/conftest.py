@@ -57,8 +57,9 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
 def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir with the survey demo's rows ingested and a champion trained (once per
     session). The survey (8 features, 2 categorical) is what most tests read and write."""
-    from pipelines import demo, training
-    from pipelines.registry import Registry
+    from pipelines import demo
+    from pipelines.models import training
+    from pipelines.models.registry import Registry
     from pipelines.store import Store
 
     data = tmp_path_factory.mktemp("trained") / "data"

@@ -5,7 +5,7 @@ restart, then a rollback.
 
 The data is the digits demo (`demo.digits_split`): its shift is one that labels can teach, so
 the challenger is clearly better and the promotion is deterministic. (With the survey demo the
-gate rightly rejects most challengers: see `pipelines/demo.py`.)"""
+gate rightly rejects most challengers: see `pipelines/demo/datasets.py`.)"""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from fastapi import HTTPException
 from pydantic import BaseModel
 
 from api.deps import parse_json
-from pipelines.bulkjson import Bulk, read_bulk
 from pipelines.schema import FeatureSchema, brief
+from pipelines.serving.bulkjson import Bulk, read_bulk
 
 
 def documented(model: type[BaseModel]) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def rows_body(
     allowed: dict[str, type | tuple[type, ...]],
 ) -> tuple[dict[str, Any], Bulk | None]:
     """A body of rows ("features" or "records", and `allowed`'s other keys) checked by `fields`,
-    and its rows already read into columns when `pipelines.bulkjson` could read it (a large
+    and its rows already read into columns when `pipelines.serving.bulkjson` could read it (a large
     body, with a known schema); otherwise it is parsed by orjson and the Bulk is None."""
     bulk = None if schema is None else read_bulk(body, schema, list(allowed))
     if bulk is None:

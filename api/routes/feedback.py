@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from api.deps import StateDep
-from pipelines.feedback import InvalidFeedback, NoSchema, PredictionNotFound, give
+from pipelines.loop.feedback import InvalidFeedback, NoSchema, PredictionNotFound, give
 
 router = APIRouter(tags=["feedback"])
 
@@ -34,7 +34,7 @@ class FeedbackOut(BaseModel):
 @router.post("/feedback", response_model=FeedbackOut)
 def feedback(state: StateDep, body: FeedbackIn) -> FeedbackOut:
     """Record the true class of a prediction, or whether it was right (checked as
-    `pipelines.feedback.give` checks it)."""
+    `pipelines.loop.feedback.give` checks it)."""
     serving = state.models.model
     schema = serving.schema if serving is not None else state.store.dataset_schema()
     try:

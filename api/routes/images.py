@@ -21,7 +21,7 @@ from api.state import AppState
 from pipelines.schema import brief
 
 if TYPE_CHECKING:
-    from pipelines.vision.serving import ImageLog
+    from pipelines.vision.image_log import ImageLog
 
 router = APIRouter(tags=["images"])
 
@@ -124,7 +124,8 @@ async def _limited_body(request: Request, limit: int) -> bytes:
 
 async def _upload_bytes(request: Request, state: AppState) -> bytes:
     """The image of a multipart upload (field `file` or `image`) or of a JSON body."""
-    from pipelines.vision.serving import InvalidLog, Limits, decode_payload_image
+    from pipelines.vision.image_log import InvalidPayload
+    from pipelines.vision.predict import Limits, decode_payload_image
 
     s = state.settings
     # Multipart framing and base64 both add to the image's own size.
@@ -161,7 +162,7 @@ async def _upload_bytes(request: Request, state: AppState) -> bytes:
             raise HTTPException(422, '"image" is required: the image bytes, base64')
         try:
             return decode_payload_image(payload["image"], Limits(s.image_max_bytes, 2**62))
-        except InvalidLog as exc:
+        except InvalidPayload as exc:
             raise HTTPException(422, str(exc)) from None
     if content_type.startswith("image/") or content_type == "application/octet-stream":
         return await _limited_body(request, s.image_max_bytes)
@@ -196,7 +197,7 @@ async def predict_image(request: Request) -> Response:
     """Detections (box, class, confidence, uncertain) or a class with probabilities for one
     image, with a prediction_id; the image is stored by content and the prediction logged."""
     from pipelines.vision.images import ImageError
-    from pipelines.vision.serving import Limits, predict_image
+    from pipelines.vision.predict import Limits, predict_image
 
     state: AppState = request.app.state.driftlab
     model = _vision_model(state)
@@ -234,8 +235,10 @@ async def log(request: Request) -> Response:
     Idempotent by `id`: a resend (after a timeout, or from the client's disk spool) answers
     `duplicate: true` and stores nothing new.
     """
+    from pipelines.vision.edge_log import log_edge
+    from pipelines.vision.image_log import InvalidPayload
     from pipelines.vision.images import ImageError
-    from pipelines.vision.serving import InvalidLog, Limits, log_edge
+    from pipelines.vision.predict import Limits
 
     state: AppState = request.app.state.driftlab
     _vision(state)
@@ -262,7 +265,7 @@ async def log(request: Request) -> Response:
             images_dir=s.images_dir,
             limits=Limits(s.image_max_bytes, s.image_max_pixels),
         )
-    except InvalidLog as exc:
+    except InvalidPayload as exc:
         raise HTTPException(422, str(exc)) from None
     except ImageError as exc:
         raise HTTPException(exc.status, f"frame: {exc}") from None

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import StateDep, json_body
 from api.routes._body import documented, fields, rows_body
-from pipelines.ingestion import IngestResult, ingest
+from pipelines.loop.ingestion import IngestResult, ingest
 from pipelines.schema import SchemaError
 
 router = APIRouter(prefix="/ingest", tags=["ingestion"])

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import StateDep
-from pipelines import queue
+from pipelines.loop import labeling_queue
 
 router = APIRouter(prefix="/api/labeling-queue", tags=["labeling"])
 
@@ -51,7 +51,7 @@ def pending(
     Each item has the features, the prediction with its probabilities and the model version
     that made it; `classes` lists the answers the serving model accepts.
     """
-    page = queue.items(
+    page = labeling_queue.items(
         state.store, status=None if status == "all" else status, limit=limit, offset=offset
     )
     serving = state.models.model
@@ -61,7 +61,7 @@ def pending(
 @router.get("/progress")
 def progress(state: StateDep) -> dict[str, int]:
     """Pending items, today's answers, and labels still needed before drift can retrain."""
-    return queue.progress(state.store, state.settings, state.registry)
+    return labeling_queue.progress(state.store, state.settings, state.registry)
 
 
 @router.post("/{prediction_id}/label")
@@ -69,7 +69,7 @@ async def label(state: StateDep, prediction_id: ItemId, body: LabelIn) -> dict[s
     """Answer an item with its true class (or, for a detection image, its reviewed boxes); the
     label becomes training data for the next retrain, with who gave it and the model version
     it corrects."""
-    task = await run_in_threadpool(queue.item_task, state.store, prediction_id)
+    task = await run_in_threadpool(labeling_queue.item_task, state.store, prediction_id)
     if task is not None or body.boxes is not None:
         return await _label_image(state, prediction_id, body)
     if body.label is None:
@@ -79,7 +79,9 @@ async def label(state: StateDep, prediction_id: ItemId, body: LabelIn) -> dict[s
     if schema is None:
         raise HTTPException(409, "no model or dataset schema yet to check the label against")
     return await _answer(
-        lambda: queue.answer(state.store, schema, prediction_id, label=body.label, who=body.who)
+        lambda: labeling_queue.answer(
+            state.store, schema, prediction_id, label=body.label, who=body.who
+        )
     )
 
 
@@ -89,7 +91,7 @@ async def skip(
 ) -> dict[str, Any]:
     """Take an item out of the queue without a label."""
     who = (body or SkipIn()).who
-    return await _answer(lambda: queue.skip(state.store, prediction_id, who=who))
+    return await _answer(lambda: labeling_queue.skip(state.store, prediction_id, who=who))
 
 
 async def _label_image(state: StateDep, prediction_id: str, body: LabelIn) -> dict[str, Any]:
@@ -98,7 +100,7 @@ async def _label_image(state: StateDep, prediction_id: str, body: LabelIn) -> di
         raise HTTPException(409, "no vision model is served to check the image label against")
     boxes = None if body.boxes is None else [{"box": b.box, "class": b.class_} for b in body.boxes]
     return await _answer(
-        lambda: queue.answer_image(
+        lambda: labeling_queue.answer_image(
             state.store,
             prediction_id,
             names=vision.names,
@@ -112,9 +114,9 @@ async def _label_image(state: StateDep, prediction_id: str, body: LabelIn) -> di
 async def _answer(fn: Any) -> dict[str, Any]:
     try:
         return await run_in_threadpool(fn)
-    except queue.ItemNotFound as exc:
+    except labeling_queue.ItemNotFound as exc:
         raise HTTPException(404, str(exc)) from None
-    except queue.AlreadyAnswered as exc:
+    except labeling_queue.AlreadyAnswered as exc:
         raise HTTPException(409, str(exc)) from None
-    except queue.InvalidLabel as exc:
+    except labeling_queue.InvalidLabel as exc:
         raise HTTPException(422, str(exc)) from None

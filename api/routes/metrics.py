@@ -8,7 +8,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import StateDep
-from pipelines.monitoring import latest_summary
+from pipelines.loop.monitoring import latest_summary
 
 router = APIRouter(tags=["monitoring"])
 

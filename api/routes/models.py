@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
 from api.deps import StateDep
-from pipelines import models
+from pipelines.models import promotion
 
 router = APIRouter(prefix="/api", tags=["models"])
 
@@ -65,7 +65,7 @@ def promote(state: StateDep, body: PromoteIn) -> dict[str, Any]:
     """Make a version the champion (audited in model_events); served at once."""
     return _move(
         state,
-        lambda: models.promote(
+        lambda: promotion.promote(
             state.store, state.registry, body.version, who=body.who, why=body.why
         ),
     )
@@ -76,14 +76,14 @@ def rollback(state: StateDep, body: MoveIn | None = None) -> dict[str, Any]:
     """Move the champion back to the one before it (audited); served at once."""
     body = body or MoveIn()
     return _move(
-        state, lambda: models.rollback(state.store, state.registry, who=body.who, why=body.why)
+        state, lambda: promotion.rollback(state.store, state.registry, who=body.who, why=body.why)
     )
 
 
 def _move(state: StateDep, move: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     try:
         moved = move()
-    except models.PromotionError as exc:
+    except promotion.PromotionError as exc:
         raise HTTPException(409, str(exc)) from None
     state.models.refresh()
     serving = state.models.model

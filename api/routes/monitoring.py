@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import StateDep
-from pipelines.monitoring import latest_summary
+from pipelines.loop.monitoring import latest_summary
 from pipelines.schema import SchemaError
 
 router = APIRouter(tags=["monitoring"])

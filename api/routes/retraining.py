@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import BodyDep, StateDep
-from pipelines import retrainer
+from pipelines.loop import retraining_conditions, retraining_control
 
 router = APIRouter(tags=["retraining"])
 
@@ -35,7 +35,9 @@ class TriggerIn(BaseModel):
 def conditions(state: StateDep, model: ModelQuery = "tabular") -> dict[str, Any]:
     """should_retrain, the reasons (and what blocks or nearly holds), every figure and every
     threshold behind the decision of one model."""
-    return retrainer.check(state.settings, state.store, state.registry, vision=model == "vision")
+    return retraining_conditions.check(
+        state.settings, state.store, state.registry, vision=model == "vision"
+    )
 
 
 @router.post("/api/retraining/trigger", status_code=202)
@@ -52,12 +54,12 @@ async def trigger(state: StateDep, body: TriggerIn | None = None) -> dict[str, A
 def status(state: StateDep, model: ModelQuery = "tabular") -> dict[str, Any]:
     """One model's run in progress, if any, and its latest run with its metrics and gate
     decision; `busy` says whether any retrain holds the shared lock."""
-    return retrainer.status(state.settings, state.store, vision=model == "vision")
+    return retraining_control.status(state.settings, state.store, vision=model == "vision")
 
 
 @router.get("/api/retraining/history")
 def history(state: StateDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
-    return {"items": retrainer.history(state.store, limit)}
+    return {"items": retraining_control.history(state.store, limit)}
 
 
 @router.post("/webhook/alert")
@@ -69,7 +71,9 @@ async def alert(state: StateDep, payload: BodyDep) -> JSONResponse:
     firing = _firing_alerts(payload)
     if not firing:
         return JSONResponse({"started": False, "why": "no firing alert in the payload"})
-    verdict = await run_in_threadpool(retrainer.check, state.settings, state.store, state.registry)
+    verdict = await run_in_threadpool(
+        retraining_conditions.check, state.settings, state.store, state.registry
+    )
     if verdict["blocked_by"]:
         return JSONResponse({"started": False, "why": "; ".join(verdict["blocked_by"])})
     reasons = [f"alert {name}" + (f": {text}" if text else "") for name, text in firing]
@@ -83,9 +87,9 @@ async def alert(state: StateDep, payload: BodyDep) -> JSONResponse:
 async def _start(state: StateDep, **kwargs: Any) -> dict[str, Any]:
     try:
         return await run_in_threadpool(
-            lambda: retrainer.trigger(state.settings, state.store, **kwargs)
+            lambda: retraining_control.trigger(state.settings, state.store, **kwargs)
         )
-    except retrainer.RetrainBusy as exc:
+    except retraining_control.RetrainBusy as exc:
         raise HTTPException(409, str(exc)) from None
 
 

@@ -16,7 +16,7 @@ from dash import Input, Output, callback, dcc, html
 from dashboard import components as c
 from dashboard import figures
 from dashboard.data import services
-from pipelines.monitoring import latest_summary
+from pipelines.loop.monitoring import latest_summary
 from pipelines.schema import brief
 from pipelines.store import queries as dq
 

@@ -3,18 +3,18 @@ features against the training ranges, the prediction and its probabilities), a b
 class and Skip, keyboard shortcuts (each class button shows its key: digit classes are their
 own digit, other classes 1-9 in order; S to skip), and progress.
 
-A row of the digits demo's 64 pixels (`pipelines.demo.is_digit_schema`) is shown as the 8×8
+A row of the digits demo's 64 pixels (`pipelines.demo.datasets.is_digit_schema`) is shown as the 8×8
 image it is, the pixel values folded away under it.
 
-Answers go through `pipelines.queue.answer` / `skip`, the API's own functions: a label is also
-written as feedback, which makes it training data for the next retrain.
+Answers go through `pipelines.loop.labeling_queue.answer` / `skip`, the API's own functions: a label
+is also written as feedback, which makes it training data for the next retrain.
 
-An image item shows the image. For a classifier, the buttons are the vision model's classes.
-For a detector, the image comes with the predicted boxes as editable shapes and one row per
-box: a person confirms them as they are, changes a box's class, deletes a wrong box, drags a
-box into place, or draws a missing one (the graph's drag mode draws rectangles, read back from
-`relayoutData`). The reviewed boxes are answered through `pipelines.queue.answer_image`, the
-function POST /api/labeling-queue/{id}/label uses.
+An image item shows the image. For a classifier, the buttons are the vision model's classes. For a
+detector, the image comes with the predicted boxes as editable shapes and one row per box: a person
+confirms them as they are, changes a box's class, deletes a wrong box, drags a box into place, or
+draws a missing one (the graph's drag mode draws rectangles, read back from `relayoutData`). The
+reviewed boxes are answered through `pipelines.loop.labeling_queue.answer_image`, the function POST
+/api/labeling-queue/{id}/label uses.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from dashboard import components as c
 from dashboard import figures, security
 from dashboard.data import services
 from dashboard.vision import vision
-from pipelines import demo, queue
+from pipelines import demo
+from pipelines.loop import labeling_queue
 from pipelines.store import queries as dq
 
 dash.register_page(__name__, path="/labeling", name="Labeling queue", order=5)
@@ -138,7 +139,7 @@ def _box_editor() -> html.Div:
 def progress(_: int | None, __: int | None) -> list[Any]:
     """Pending, today's answers and what the next retrain still needs."""
     s = services()
-    p = queue.progress(s.store, s.settings, s.registry)
+    p = labeling_queue.progress(s.store, s.settings, s.registry)
     return [
         c.card("Pending", p["pending"], "uncertain predictions waiting"),
         c.card("Labeled today", p["labeled_today"], f"{p['skipped_today']} skipped"),
@@ -167,7 +168,7 @@ def show(_: int | None, __: int | None) -> tuple[Any, ...]:
     """The next item (most informative first). Shown until answered or Refresh, so what a
     person answers is always the item in front of them."""
     s = services()
-    page = queue.items(s.store, status="pending", limit=1)
+    page = labeling_queue.items(s.store, status="pending", limit=1)
     if not page["items"]:
         empty = html.P("The queue is empty: nothing to label right now.", id="labeling-empty")
         return empty, None, {}, [], HIDDEN, None, [], None
@@ -407,7 +408,8 @@ def answer_image(
     who: str | None,
     done: int | None,
 ) -> tuple[Any, Any, Any]:
-    """Answer the image on screen through `queue.answer_image`: a class for a classifier, the
+    """Answer the image on screen through `labeling_queue.answer_image`: a class for a classifier,
+    the
     predicted boxes as they are (confirm) or the reviewed ones (save) for a detector."""
     trigger = dash.ctx.triggered_id
     if trigger is None or not dash.ctx.triggered[0]["value"]:
@@ -421,21 +423,21 @@ def answer_image(
     pid = current["prediction_id"]
     try:
         if isinstance(trigger, dict):
-            done_item = queue.answer_image(
+            done_item = labeling_queue.answer_image(
                 s.writer, pid, names=current["names"], who=who, label=trigger["value"]
             )
             text = f"labeled {pid} as {done_item['label']}"
         else:
             reviewed = current["predicted"] if trigger == "labeling-confirm-boxes" else boxes
-            done_item = queue.answer_image(
+            done_item = labeling_queue.answer_image(
                 s.writer, pid, names=current["names"], who=who, boxes=reviewed or []
             )
             text = f"labeled {pid} with {len(reviewed or [])} boxes"
         verdict = {True: " (agrees with the model)", False: " (corrects the model)"}
         text += verdict.get(done_item["correct"], "")
-    except queue.AlreadyAnswered as exc:
+    except labeling_queue.AlreadyAnswered as exc:
         return f"{exc}; showing the next one", "message", (done or 0) + 1
-    except queue.QueueError as exc:
+    except labeling_queue.QueueError as exc:
         return str(exc), "message error", no_update
     return text, "message success", (done or 0) + 1
 
@@ -471,7 +473,7 @@ def answer(
     pid = current["prediction_id"]
     try:
         if trigger == "labeling-skip":
-            queue.skip(s.writer, pid, who=who)
+            labeling_queue.skip(s.writer, pid, who=who)
             text = f"skipped {pid}"
         elif current.get("task"):
             return "an image item: answer with the image's own controls", "message error", no_update
@@ -480,13 +482,13 @@ def answer(
             if schema is None:
                 return "no schema: no model yet", "message error", no_update
             label = schema.label_from_store(trigger["value"])
-            done_item = queue.answer(s.writer, schema, pid, label=label, who=who)
+            done_item = labeling_queue.answer(s.writer, schema, pid, label=label, who=who)
             verdict = {True: " (agrees with the model)", False: " (corrects the model)"}
             text = f"labeled {pid} as {done_item['label']}{verdict.get(done_item['correct'], '')}"
-    except queue.AlreadyAnswered as exc:
+    except labeling_queue.AlreadyAnswered as exc:
         # Someone else answered it: not an error for this person, just move on.
         return f"{exc}; showing the next one", "message", (done or 0) + 1
-    except queue.QueueError as exc:
+    except labeling_queue.QueueError as exc:
         return str(exc), "message error", no_update
     return text, "message success", (done or 0) + 1
 

@@ -1,7 +1,7 @@
 """Models: registered versions with metrics and training data, champion vs another version
 side by side (per-class recall), promotion/rollback history, Promote / Roll back buttons.
 
-Moves go through `pipelines.models.promote` / `rollback`, as the API's do (audited in
+Moves go through `pipelines.models.promotion.promote` / `rollback`, as the API's do (audited in
 `model_events`); this process's serving model is refreshed at once, the API's within its poll.
 """
 
@@ -16,8 +16,8 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from dashboard import components as c
 from dashboard import figures, security
 from dashboard.data import services
-from pipelines import models
-from pipelines.registry import CHALLENGER, CHAMPION
+from pipelines.models import promotion
+from pipelines.models.registry import CHALLENGER, CHAMPION
 from pipelines.store import queries as dq
 
 dash.register_page(__name__, path="/models", name="Models", order=2)
@@ -204,10 +204,10 @@ def move(
         if dash.ctx.triggered_id == "models-confirm-promote":
             if not version:
                 return "choose a version to promote", "message error", no_update
-            done = models.promote(s.writer, s.registry, version, who=WHO, why=why)
+            done = promotion.promote(s.writer, s.registry, version, who=WHO, why=why)
         else:
-            done = models.rollback(s.writer, s.registry, who=WHO, why=why)
-    except models.PromotionError as exc:
+            done = promotion.rollback(s.writer, s.registry, who=WHO, why=why)
+    except promotion.PromotionError as exc:
         return str(exc), "message error", no_update
     s.models.refresh()
     text = f"champion v{done['from_version']} → v{done['to_version']}"

@@ -16,9 +16,10 @@ from dash import Input, Output, callback, dcc, html
 from dashboard import components as c
 from dashboard import figures
 from dashboard.data import services
-from pipelines import logs, queue, retrainer
-from pipelines.monitoring import latest_summary
-from pipelines.registry import CHAMPION
+from pipelines.loop import labeling_queue, retraining_control
+from pipelines.loop.monitoring import latest_summary
+from pipelines.models.registry import CHAMPION
+from pipelines.ops import logs
 from pipelines.store import queries as dq
 
 dash.register_page(__name__, path="/", name="Overview", order=0)
@@ -102,8 +103,8 @@ def refresh(_: int | None) -> tuple[list[html.Div], Any]:
         total=lambda: dq.prediction_count(s.store),
         accuracy=lambda: s.store.feedback_accuracy(serving.version if serving else None),
         drift=lambda: latest_summary(s.store),
-        progress=lambda: queue.progress(s.store, s.settings, s.registry),
-        retrain=lambda: retrainer.status(s.settings, s.store),
+        progress=lambda: labeling_queue.progress(s.store, s.settings, s.registry),
+        retrain=lambda: retraining_control.status(s.settings, s.store),
         since=lambda: (
             dq.champion_since(s.store, serving.name, serving.version) if serving else None
         ),

@@ -1,14 +1,14 @@
 """Predict: a person enters one input, sees the champion's prediction and its probabilities, and
 says whether it was right (Correct, or Wrong and the true class), which is sent as feedback.
 
-The prediction goes through `pipelines.predicting.predict`, the API's own path, and is logged
-like any other (this process's prediction log); the form is built from the champion's schema,
-each number with its training range and each category as a dropdown. When the schema is the
-digits demo's 64 pixels (`pipelines.demo.is_digit_schema`), the input is an 8×8 canvas instead:
-click cells to ink them, or take a random digit from the demo stream, clean or shifted.
+The prediction goes through `pipelines.serving.predict.predict`, the API's own path, and is logged
+like any other (this process's prediction log); the form is built from the champion's schema, each
+number with its training range and each category as a dropdown. When the schema is the digits demo's
+64 pixels (`pipelines.demo.datasets.is_digit_schema`), the input is an 8×8 canvas instead: click
+cells to ink them, or take a random digit from the demo stream, clean or shifted.
 
 When a vision champion exists, an image upload is answered the way POST /predict/image answers
-it (`pipelines.vision.serving.predict_image`: decoded with the same limits, stored by content,
+it (`pipelines.vision.predict.predict_image`: decoded with the same limits, stored by content,
 logged durably), shown with its boxes or its class, with Correct / Wrong (and the true class)
 sent as feedback on that prediction.
 """
@@ -25,8 +25,9 @@ from dashboard import components as c
 from dashboard import figures, security
 from dashboard.data import services
 from dashboard.vision import vision
-from pipelines import demo, predicting
+from pipelines import demo
 from pipelines.schema import CATEGORICAL, SchemaError
+from pipelines.serving import predict as predicting
 
 dash.register_page(__name__, path="/predict", name="Predict", order=4)
 
@@ -287,9 +288,10 @@ def predict_image(contents: str | None) -> tuple[Any, ...]:
     model = v.model if v is not None else None
     if not contents or v is None or model is None:
         return None, "", no_update, hidden, "no vision model is being served", ""
+    from pipelines.vision.image_log import InvalidPayload
     from pipelines.vision.images import ImageError
-    from pipelines.vision.serving import InvalidLog, decode_payload_image
-    from pipelines.vision.serving import predict_image as serve
+    from pipelines.vision.predict import decode_payload_image
+    from pipelines.vision.predict import predict_image as serve
 
     s = services()
     try:
@@ -303,7 +305,7 @@ def predict_image(contents: str | None) -> tuple[Any, ...]:
             limits=v.limits,
             conf=s.settings.vision_conf,
         )
-    except (ImageError, InvalidLog) as exc:
+    except (ImageError, InvalidPayload) as exc:
         return None, "", no_update, hidden, f"not accepted: {exc}", ""
     from pipelines.vision.images import load_stored
 

@@ -1,8 +1,9 @@
 """Retraining: the current conditions, each figure against its threshold; the decision with its
 reasons; a Trigger button; the live status of a running job; the history of runs.
 
-Everything goes through `pipelines.retrainer` (check, trigger, status, history), as the API's
-endpoints and the worker do: a run started here is the same background `driftlab retrain`.
+Everything goes through `pipelines.loop.retraining_conditions` (check) and `retraining_control`
+(trigger, status, history), as the API's endpoints and the worker do: a run started here is the same
+background `driftlab retrain`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dash import Input, Output, State, callback, dcc, html, no_update
 from dashboard import components as c
 from dashboard import security
 from dashboard.data import services, tail_lines
-from pipelines import retrainer
+from pipelines.loop import retraining_conditions, retraining_control
 
 dash.register_page(__name__, path="/retraining", name="Retraining", order=6)
 
@@ -69,8 +70,8 @@ def refresh(_: int | None, __: int | None) -> tuple[Any, Any, Any]:
     """The decision and its figures, and the history of runs."""
     s = services()
     got = s.gather(
-        check=lambda: retrainer.check(s.settings, s.store, s.registry),
-        runs=lambda: retrainer.history(s.store, limit=50),
+        check=lambda: retraining_conditions.check(s.settings, s.store, s.registry),
+        runs=lambda: retraining_control.history(s.store, limit=50),
     )
     check = got["check"]
     verdict = "retrain now" if check["should_retrain"] else "no retrain needed"
@@ -108,7 +109,7 @@ def refresh(_: int | None, __: int | None) -> tuple[Any, Any, Any]:
 def status(_: int | None, __: int | None) -> tuple[list[Any], Any, bool]:
     """The run in progress (or the latest) and the last lines of its log, every 2 s."""
     s = services()
-    st = retrainer.status(s.settings, s.store)
+    st = retraining_control.status(s.settings, s.store)
     run = st["current"] or st["latest"]
     if run is None:
         return [c.card("Status", "idle", "no run yet", id="retraining-state")], "", False
@@ -144,12 +145,12 @@ def trigger(_: int | None, started: int | None) -> tuple[str, str, Any]:
     if not security.may_write():
         return security.LOCKED, "message error", no_update
     s = services()
-    check = retrainer.check(s.settings, s.store, s.registry)
+    check = retraining_conditions.check(s.settings, s.store, s.registry)
     reasons = ["started from the dashboard", *check.get("reasons", [])]
     try:
-        event = retrainer.trigger(
+        event = retraining_control.trigger(
             s.settings, s.writer, trigger="dashboard", who="dashboard", reasons=reasons
         )
-    except retrainer.RetrainBusy as exc:
+    except retraining_control.RetrainBusy as exc:
         return str(exc), "message error", no_update
     return f"retrain {event['event_id'][:8]} started", "message success", (started or 0) + 1

@@ -13,8 +13,8 @@ from typing import Any
 
 from pipelines.schema import CATEGORICAL, FeatureSchema
 from pipelines.store import Store
+from pipelines.store.predictions import inspection_filter
 from pipelines.store.sql import identifier
-from pipelines.store.store import inspection_filter
 
 # Bins of a numeric feature's distribution chart: enough to see a shift, few enough to read.
 HISTOGRAM_BINS = 30

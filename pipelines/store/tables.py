@@ -8,6 +8,8 @@ the dataset schema; every other column exists from `init`, whatever the modality
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 TABLES: dict[str, str] = {
     "datasets": """
         name VARCHAR, schema_json VARCHAR, created_at TIMESTAMPTZ""",
@@ -60,3 +62,23 @@ TABLES: dict[str, str] = {
 
 # Tables whose `features` column is typed by the dataset schema.
 FEATURE_TABLES = ("ingested_rows", "predictions")
+
+
+def table_columns(ddl: str) -> list[str]:
+    """`name TYPE` entries of a table's DDL (no nested commas in these types)."""
+    return [part.strip() for part in ddl.split(",") if part.strip()]
+
+
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+    "BIGINT": pa.int64(),
+    "DOUBLE": pa.float64(),
+    "BOOLEAN": pa.bool_(),
+}
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of a table's scalar columns, from its DDL in `TABLES`."""
+    fields = (column.split() for column in table_columns(TABLES[table]))
+    return pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in fields])

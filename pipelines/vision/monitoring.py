@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from pipelines.drift import DriftPolicy, ReferenceProfile, build_reference_profile, check_drift
-from pipelines.monitoring import _PER_COLUMN
-from pipelines.registry import CHAMPION, Registry
+from pipelines.loop.monitoring import _PER_COLUMN
+from pipelines.models.registry import CHAMPION, Registry
 from pipelines.settings import Settings
 from pipelines.store import Store, new_id, utcnow
+from pipelines.vision.image_log import NO_OBJECT
 from pipelines.vision.images import FEATURE_COLUMNS, image_features
+from pipelines.vision.model import VisionModel, load_vision_version
 from pipelines.vision.retrain import load_stored_path
-from pipelines.vision.serving import NO_OBJECT, VisionModel, load_vision_version
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def reference_frame(settings: Settings, store: Store, model: VisionModel) -> dic
 
 
 def output_features(result: Any, width: int, height: int) -> dict[str, Any]:
-    """The output features `serving.output_features` stores, from an ImagePrediction."""
+    """The output features `image_log.output_features` stores, from an ImagePrediction."""
     if result.task == "classify":
         top = result.top_class
         return {
@@ -92,7 +93,7 @@ def _arrays(columns: dict[str, list[Any]]) -> dict[str, np.ndarray]:
 
 def reference_profile(settings: Settings, store: Store, model: VisionModel) -> ReferenceProfile:
     """The champion's reference profile, built once per version (cached on disk)."""
-    cache = settings.data_dir / "cache" / f"reference-{model.name}-v{model.version}.pkl"
+    cache = settings.reference_cache(model.name, model.version)
     if cache.exists():
         return pickle.loads(cache.read_bytes())  # type: ignore[no-any-return]
     started = time.perf_counter()
@@ -139,7 +140,7 @@ def check(
         version = registry.alias_version(CHAMPION)
         if version is None:
             return {"status": "no_model", "model_name": settings.vision_model_name}
-        model = load_vision_version(registry, version, settings.data_dir / "cache" / "vision")
+        model = load_vision_version(registry, version, settings.vision_cache_dir)
     policy = DriftPolicy(
         alpha=settings.drift_alpha,
         correction=settings.drift_correction,  # type: ignore[arg-type]

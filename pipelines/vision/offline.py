@@ -1,12 +1,12 @@
 """The one place that makes Ultralytics safe to import and train with no internet.
 
 Ultralytics reaches out to the network in several quiet ways: it downloads ``Arial.ttf`` the first
-time it draws a plot, it sends usage events when ``sync`` is on, it installs missing packages
-unless ``YOLO_AUTOINSTALL`` is false, and its MLflow/ClearML/Comet/DVC/Ray Tune callbacks log
-every training run wherever their environment points (the MLflow one would write into our
-registry behind ``pipelines/registry.py``'s back). It also reads ``YOLO_CONFIG_DIR`` exactly once,
-when ``ultralytics`` is first imported, and writes its settings file and fonts there; without it,
-they land in ``~/.config``, outside our data dir.
+time it draws a plot, it sends usage events when ``sync`` is on, it installs missing packages unless
+``YOLO_AUTOINSTALL`` is false, and its MLflow/ClearML/Comet/DVC/Ray Tune callbacks log every
+training run wherever their environment points (the MLflow one would write into our registry behind
+``pipelines/models/registry.py``'s back). It also reads ``YOLO_CONFIG_DIR`` exactly once, when
+``ultralytics`` is first imported, and writes its settings file and fonts there; without it, they
+land in ``~/.config``, outside our data dir.
 
 So every module of ``pipelines.vision`` that needs Ultralytics calls :func:`prepare_offline`
 before importing it. The call is idempotent and cheap after the first time.

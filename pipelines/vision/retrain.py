@@ -11,12 +11,15 @@ and challenger are scored on the same two held-out sets,
   (``training.heldout_mask``; the same image stays held out in every later run),
 
 with mAP50-95 (detection) or top-1 (classification) as the primary metric and per-class recall
-for the "no class drops" rule, through ``retraining.gate_sets``. The run's states are
-``retraining_events`` rows and it holds ``retrainer``'s lock, so a vision and a tabular retrain
-never run at once. ``retrainer.trigger(..., vision=True)`` starts this module in the background
-(``python -m pipelines.vision.retrain``); ``driftlab retrain --vision`` (``make retrain-vision``)
-runs it in the foreground, and ``driftlab train --vision`` (``make train-vision``) bootstraps
-the first champion on the demo digits (`bootstrap`).
+for the "no class drops" rule, through ``retraining_policy.gate_sets``. The run's states are
+``retraining_events`` rows and it holds ``retraining_control``'s lock, so a vision and a
+tabular retrain never run at once. ``retraining_control.trigger(..., vision=True)`` starts this
+module in the background (``python -m pipelines.vision.retrain``); ``driftlab retrain
+--vision`` (``make retrain-vision``) runs it in the foreground, and ``driftlab train --vision``
+(``make train-vision``) bootstraps the first champion on the demo digits (`bootstrap`).
+
+One run, start to finish (its data, its scoring, its gate, its command line): longer than most
+modules, and kept whole so that a reader follows a run in one file.
 """
 
 from __future__ import annotations
@@ -34,17 +37,18 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import retrainer
-from pipelines.registry import CHALLENGER, CHAMPION, Registry
-from pipelines.retraining import FIXED, RECENT, RetrainPolicy
+from pipelines.loop import retraining_runs
+from pipelines.loop.retraining_policy import FIXED, RECENT, RetrainPolicy
+from pipelines.models.registry import CHALLENGER, CHAMPION, Registry
+from pipelines.models.training import heldout_mask
 from pipelines.settings import Settings, get_settings
 from pipelines.store import Store, new_id
-from pipelines.training import heldout_mask
 from pipelines.vision import data as vdata
-from pipelines.vision import yolo
+from pipelines.vision import datasets, yolo
 from pipelines.vision.images import store_image
+from pipelines.vision.model import load_vision_version
 from pipelines.vision.offline import prepare_offline
-from pipelines.vision.serving import load_vision_version
+from pipelines.vision.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -253,8 +257,8 @@ def export(
     if root.exists():
         shutil.rmtree(root)
     if task == "detect":
-        return vdata.export_detection_dataset(items_by_split, root, names)
-    return vdata.export_classification_dataset(items_by_split, root, names)
+        return datasets.export_detection_dataset(items_by_split, root, names)
+    return datasets.export_classification_dataset(items_by_split, root, names)
 
 
 # -- scoring --------------------------------------------------------------------------------
@@ -275,7 +279,7 @@ def evaluate(
     if not items:
         return {"n": 0.0}
     out: dict[str, float] = {"n": float(len(items))}
-    predictor = yolo.Predictor.from_weights(weights, imgsz=imgsz)
+    predictor = Predictor.from_weights(weights, imgsz=imgsz)
     found = np.zeros(len(names))
     support = np.zeros(len(names))
     if task == "detect":
@@ -325,9 +329,7 @@ def int8_export(
     calibration = [load_stored_path(i.image) for i in list(train)[:calibration_images]]
     int8_file = yolo.quantize_onnx(onnx_file, calibration, workdir / "model-int8.onnx")
     images = [load_stored_path(i.image) for i in held_out]
-    figures = yolo.agreement(
-        yolo.Predictor.from_onnx(onnx_file), yolo.Predictor.from_onnx(int8_file), images
-    )
+    figures = yolo.agreement(Predictor.from_onnx(onnx_file), Predictor.from_onnx(int8_file), images)
     served = figures["matched"] >= min_agreement
     if not served:
         logger.warning(
@@ -380,7 +382,7 @@ def run(
         "reasons": reasons or [],
         "model_name": registry.model_name,
     }
-    return retrainer.recorded(
+    return retraining_runs.recorded(
         settings,
         store,
         registry,
@@ -415,7 +417,7 @@ def _fine_tune_and_gate(
     champion_version, snapshot = run["champion_version"], run["snapshot_id"]
     workdir = settings.runs_dir / "vision" / run["event_id"]
     prepare(settings, workdir)
-    cache = settings.data_dir / "cache" / "vision"
+    cache = settings.vision_cache_dir
     champion = load_vision_version(registry, champion_version, cache) if champion_version else None
     task = champion.task if champion else settings.vision_task
     names = champion.names if champion else vdata.DIGIT_NAMES
@@ -490,7 +492,7 @@ def _fine_tune_and_gate(
         policy or RetrainPolicy.from_settings(settings),
         primary_metric=yolo.PRIMARY_METRIC[task],  # type: ignore[index]
     )
-    status, decision = retrainer.gate_and_promote(
+    status, decision = retraining_runs.gate_and_promote(
         store, registry, run, version, scores, gate_policy, promote=promote
     )
     return {
@@ -507,7 +509,8 @@ def _fine_tune_and_gate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pipelines.vision.retrain`: what `retrainer.trigger(vision=True)` starts."""
+    """`python -m pipelines.vision.retrain`: what `retraining_control.trigger(vision=True)`
+    starts."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.vision.retrain")
     parser.add_argument("--event-id", default=None)
     parser.add_argument("--trigger", default="manual")

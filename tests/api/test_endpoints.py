@@ -103,8 +103,8 @@ def test_ingest_stream_ndjson_and_single(client: TestClient) -> None:
 
 
 def test_promote_and_rollback_through_the_api(client: TestClient, trained_copy) -> None:
-    from pipelines import training
-    from pipelines.registry import Registry
+    from pipelines.models import training
+    from pipelines.models.registry import Registry
     from pipelines.store import Store
     from tests.conftest import make_settings
 

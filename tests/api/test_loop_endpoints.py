@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from pipelines import demo, queue, retrainer
-from pipelines.labeling import QueuePolicy
+from pipelines import demo
+from pipelines.loop import labeling_queue, retraining_control
+from pipelines.loop.labeling_policy import QueuePolicy
 from tests.conftest import make_settings
 
 
@@ -18,7 +19,7 @@ def enqueue_shifted(client: TestClient, n: int = 200) -> dict[str, int]:
     out = client.post("/predict", json={"records": demo.records(part)}).json()
     state = client.app.state.driftlab  # type: ignore[attr-defined]
     state.log.flush()
-    assert queue.refresh(state.store, QueuePolicy()) > 0
+    assert labeling_queue.refresh(state.store, QueuePolicy()) > 0
     return dict(zip(out["prediction_ids"], part[demo.LABEL].tolist(), strict=True))
 
 
@@ -88,7 +89,7 @@ def test_conditions_report_decision_figures_and_thresholds(client: TestClient) -
 
 def test_trigger_is_refused_while_a_run_holds_the_lock(client: TestClient, trained_copy) -> None:
     settings = make_settings(trained_copy)
-    with retrainer._lock(settings):
+    with retraining_control.lock(settings):
         r = client.post("/api/retraining/trigger", json={"reason": "test"})
         assert r.status_code == 409 and "already in progress" in r.json()["detail"]
         # One lock for both models: busy for either, but no run of either is in progress.
@@ -143,7 +144,7 @@ def test_webhook_firing_alert_starts_a_run(client: TestClient, trained_copy: Pat
     state = client.app.state.driftlab  # type: ignore[attr-defined]
     # The background run holds the lock from the trigger on: a second start is refused.
     assert client.post("/api/retraining/trigger").status_code == 409
-    final = retrainer.wait(state.store, body["event_id"], timeout_s=240)
+    final = retraining_control.wait(state.store, body["event_id"], timeout_s=240)
     assert final["status"] in {"promoted", "rejected"}, final
     assert final["trigger"] == "webhook"
     assert final["reasons"] == ["alert DriftlabAccuracyLow: live accuracy 0.55"]

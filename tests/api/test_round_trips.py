@@ -210,7 +210,7 @@ simple_texts = st.text(
 def test_bulk_predictions_round_trip(
     app_client: TestClient, reader: Store, rows: list[dict]
 ) -> None:
-    """A large body is read by the bulk JSON kernel (`pipelines.bulkjson`), not orjson."""
+    """A large body is read by the bulk JSON kernel (`pipelines.serving.bulkjson`), not orjson."""
     assert len(orjson.dumps({"records": rows})) >= 16_384
     ids = predicted(app_client, rows)
     table = (

@@ -15,8 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from pipelines import demo, retrainer
+from pipelines import demo
 from pipelines.cli import build_parser
+from pipelines.loop import retraining_runs
 from pipelines.schema import FEATURE_NAME_RULE
 from pipelines.store import Store
 from tests.conftest import make_settings
@@ -370,11 +371,11 @@ def test_status_and_history_show_no_server_paths(
     settings = state.settings
     # The run's paths are what is tested, not its training.
     monkeypatch.setattr(
-        retrainer,
+        retraining_runs,
         "_train_and_gate",
         lambda *a, **k: {"status": "rejected", "decision": {"promote": False}},
     )
-    retrainer.run(
+    retraining_runs.run(
         settings,
         state.store,
         state.registry,

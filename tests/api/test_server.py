@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipelines import demo, training
-from pipelines.ingestion import ingest
-from pipelines.registry import Registry
+from pipelines import demo
+from pipelines.loop.ingestion import ingest
+from pipelines.models import training
+from pipelines.models.registry import Registry
 from pipelines.store import Store
 from tests.conftest import make_settings
 from tests.helpers import ApiServer, children, kill_all, running, wait_until

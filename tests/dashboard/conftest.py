@@ -77,9 +77,11 @@ def stored_label(data_dir: Path, prediction_id: str) -> tuple[str, str] | None:
 def log_traffic(settings: Settings, *, live: int, shifted: int, name: str) -> dict[str, Any]:
     """Predict records of demo `name` through the API's own path (`predicting.predict`, durable
     log): `live` of the training population, then `shifted` of the shift. Returns counts."""
-    from pipelines import demo, predicting
-    from pipelines.registry import Registry
-    from pipelines.serving import ModelHolder
+    from pipelines import demo
+    from pipelines.models.registry import Registry
+    from pipelines.serving import predict as predicting
+    from pipelines.serving.band import Band
+    from pipelines.serving.model import ModelHolder
     from pipelines.store import Store
     from pipelines.store.spool import PredictionLog
 
@@ -91,7 +93,7 @@ def log_traffic(settings: Settings, *, live: int, shifted: int, name: str) -> di
     log.start()
     split = demo.demo_split(name=name)
     records = demo.records(split.live)[:live] + demo.records(split.shifted)[:shifted]
-    band = predicting.Band(settings.uncertainty_low, settings.uncertainty_high)
+    band = Band(settings.uncertainty_low, settings.uncertainty_high)
     uncertain = 0
     for start in range(0, len(records), 50):
         out = predicting.predict(holder.model, log, band, records=records[start : start + 50])
@@ -105,17 +107,17 @@ def go_live(data: Path, *, name: str, live: int, shifted: int) -> None:
     """Turn a trained data dir into one with live traffic of demo `name` (`live` predictions
     of the training population, then `shifted`), a drift check of them, the uncertain ones in
     the labeling queue, and an Evidently report file."""
-    from pipelines import queue
-    from pipelines.labeling import QueuePolicy
-    from pipelines.monitoring import Monitor
-    from pipelines.registry import Registry
+    from pipelines.loop import labeling_queue
+    from pipelines.loop.labeling_policy import QueuePolicy
+    from pipelines.loop.monitoring import Monitor
+    from pipelines.models.registry import Registry
     from pipelines.store import Store
 
     settings = make_settings(data)
     counts = log_traffic(settings, live=live, shifted=shifted, name=name)
     store = Store.open(settings)
     Monitor(settings, store, Registry.from_settings(settings)).check(window_size=live + shifted)
-    enqueued = queue.refresh(store, QueuePolicy())
+    enqueued = labeling_queue.refresh(store, QueuePolicy())
     store.close()
     # What `make drift` leaves for the Drift page to link to.
     settings.reports_dir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import queue, retrainer
+from pipelines.loop import labeling_queue, retraining_control
 from pipelines.store import Store
 from tests.conftest import make_settings
 from tests.dashboard.conftest import PAGES, DashboardServer, Page, stored_label
@@ -48,7 +48,7 @@ def test_labeling_a_class_takes_the_item_out_and_stores_the_label(
     page: Page, dashboard: DashboardServer
 ) -> None:
     store = Store.open(make_settings(dashboard.data_dir), read_only=True)
-    first = queue.items(store, status="pending", limit=1)["items"][0]["prediction_id"]
+    first = labeling_queue.items(store, status="pending", limit=1)["items"][0]["prediction_id"]
     tab = page.open("/labeling", "#labeling-prediction")
     assert first in tab.inner_text("#labeling-item")
     tab.click("#labeling-actions button.labeling-class >> nth=0")  # class "0"
@@ -56,18 +56,25 @@ def test_labeling_a_class_takes_the_item_out_and_stores_the_label(
     tab.wait_for_function(
         f"!document.querySelector('#labeling-item').innerText.includes('{first}')"
     )
-    labeled = {i["prediction_id"]: i for i in queue.items(store, status="labeled")["items"]}
+    labeled = {
+        i["prediction_id"]: i for i in labeling_queue.items(store, status="labeled")["items"]
+    }
     assert labeled[first]["label"] == "0"
     assert labeled[first]["who"] == "dashboard"
-    pending = [i["prediction_id"] for i in queue.items(store, status="pending", limit=500)["items"]]
+    pending = [
+        i["prediction_id"]
+        for i in labeling_queue.items(store, status="pending", limit=500)["items"]
+    ]
     assert first not in pending
 
     # The keyboard: a digit class is its own key, so "1" labels the next item as class "1".
-    second = queue.items(store, status="pending", limit=1)["items"][0]["prediction_id"]
+    second = labeling_queue.items(store, status="pending", limit=1)["items"][0]["prediction_id"]
     assert second in tab.inner_text("#labeling-item")
     tab.keyboard.press("1")
     tab.wait_for_selector(f"#labeling-message:has-text('labeled {second}')")
-    labeled = {i["prediction_id"]: i for i in queue.items(store, status="labeled")["items"]}
+    labeled = {
+        i["prediction_id"]: i for i in labeling_queue.items(store, status="labeled")["items"]
+    }
     assert labeled[second]["label"] == "1"
     store.close()
     assert page.errors == []
@@ -90,15 +97,15 @@ def test_predict_then_wrong_and_a_class_is_feedback(page: Page, dashboard: Dashb
 def test_trigger_starts_a_retraining_run(page: Page, dashboard: DashboardServer) -> None:
     settings = make_settings(dashboard.data_dir)
     store = Store.open(settings, read_only=True)
-    before = {r["event_id"] for r in retrainer.history(store)}
+    before = {r["event_id"] for r in retraining_control.history(store)}
     tab = page.open("/retraining", "#retraining-conditions-table")
     tab.click("#retraining-trigger")
     tab.wait_for_selector("#retraining-message:has-text('started')")
-    runs = [r for r in retrainer.history(store) if r["event_id"] not in before]
+    runs = [r for r in retraining_control.history(store) if r["event_id"] not in before]
     assert len(runs) == 1 and runs[0]["trigger"] == "dashboard"
     tab.wait_for_selector(f"#retraining-state:has-text('{runs[0]['event_id'][:8]}')")
     # Let the background run finish before the data dir goes: it must end, not hang or die.
-    final = retrainer.wait(store, runs[0]["event_id"], timeout_s=240)
+    final = retraining_control.wait(store, runs[0]["event_id"], timeout_s=240)
     assert final["status"] in {"promoted", "rejected"}, final
     store.close()
     assert page.errors == []
@@ -106,7 +113,7 @@ def test_trigger_starts_a_retraining_run(page: Page, dashboard: DashboardServer)
 
 def test_promote_and_roll_back_with_confirmation(page: Page, dashboard: DashboardServer) -> None:
     """After the retrain above there are two versions: promote the other one, then roll back."""
-    from pipelines.registry import CHAMPION, Registry
+    from pipelines.models.registry import CHAMPION, Registry
 
     settings = make_settings(dashboard.data_dir)
     registry = Registry.from_settings(settings)

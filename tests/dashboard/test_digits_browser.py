@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from pipelines import demo, queue, training
-from pipelines.registry import Registry
+from pipelines import demo
+from pipelines.loop import labeling_queue
+from pipelines.models import training
+from pipelines.models.registry import Registry
 from pipelines.store import Store
 from tests.conftest import make_settings
 from tests.dashboard.conftest import PAGES, DashboardServer, Page, go_live, stored_label
@@ -55,7 +57,7 @@ def test_a_digit_item_is_an_image_labeled_by_click_or_its_key(
     page: Page, dashboard: DashboardServer
 ) -> None:
     store = Store.open(make_settings(dashboard.data_dir), read_only=True)
-    first = queue.items(store, status="pending", limit=1)["items"][0]
+    first = labeling_queue.items(store, status="pending", limit=1)["items"][0]
     tab = page.open("/labeling", "#labeling-digit .js-plotly-plot")
     assert first["prediction_id"] in tab.inner_text("#labeling-item")
     shown = _figure(tab, "labeling-digit")
@@ -68,12 +70,13 @@ def test_a_digit_item_is_an_image_labeled_by_click_or_its_key(
 
     tab.click("#labeling-classes button[data-key='7']")
     tab.wait_for_selector(f"#labeling-message:has-text('labeled {first['prediction_id']}')")
-    second = queue.items(store, status="pending", limit=1)["items"][0]["prediction_id"]
+    second = labeling_queue.items(store, status="pending", limit=1)["items"][0]["prediction_id"]
     tab.wait_for_selector(f"#labeling-item:has-text('{second}')")
     tab.keyboard.press("0")
     tab.wait_for_selector(f"#labeling-message:has-text('labeled {second}')")
     labeled = {
-        i["prediction_id"]: i["label"] for i in queue.items(store, status="labeled")["items"]
+        i["prediction_id"]: i["label"]
+        for i in labeling_queue.items(store, status="labeled")["items"]
     }
     assert labeled == {first["prediction_id"]: "7", second: "0"}
     store.close()

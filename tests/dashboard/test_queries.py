@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipelines.monitoring import Monitor
-from pipelines.registry import CHAMPION, Registry
+from pipelines.loop.monitoring import Monitor
+from pipelines.models.registry import CHAMPION, Registry
 from pipelines.store import Store
 from pipelines.store import queries as dq
 from tests.conftest import make_settings
 from tests.dashboard.conftest import log_traffic
+from tests.pipelines.store import oracles
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,7 @@ def test_latest_check_by_trigger(  # last: it adds a check to the module's store
 )
 def test_inspection_page_is_the_store_s_page(store: Store, filters: dict) -> None:
     kwargs: dict[str, Any] = {"limit": 10, **filters}
-    assert dq.inspection_page(store, **kwargs) == store.inspection_logs(**kwargs)
+    assert dq.inspection_page(store, **kwargs) == oracles.inspection_logs(store, **kwargs)
 
 
 def test_inspection_page_over_a_week_of_traffic(trained_copy: Path) -> None:
@@ -162,5 +163,7 @@ def test_inspection_page_over_a_week_of_traffic(trained_copy: Path) -> None:
         {"uncertain": True, "offset": 2000},
     ):
         kwargs: dict[str, Any] = {"limit": 20, **filters}
-        assert dq.inspection_page(store, **kwargs) == store.inspection_logs(**kwargs), filters
+        assert dq.inspection_page(store, **kwargs) == oracles.inspection_logs(store, **kwargs), (
+            filters
+        )
     store.close()

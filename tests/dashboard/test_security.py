@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from pipelines import retrainer, training
-from pipelines.registry import CHAMPION, Registry
+from pipelines.loop import retraining_control
+from pipelines.models import training
+from pipelines.models.registry import CHAMPION, Registry
 from pipelines.store import Store
 from tests.conftest import make_settings
 from tests.dashboard.conftest import DashboardServer, Page
@@ -315,13 +316,13 @@ def test_a_keyed_dashboard_neither_retrains_nor_predicts_while_locked(
     browser: Any, keyed: DashboardServer
 ) -> None:
     store = Store.open(make_settings(keyed.data_dir), read_only=True)
-    before = [r["event_id"] for r in retrainer.history(store)]
+    before = [r["event_id"] for r in retraining_control.history(store)]
     page = Page(browser, keyed.url)
     try:
         tab = page.open("/retraining", "#retraining-conditions-table")
         tab.click("#retraining-trigger")
         tab.wait_for_selector(f"#retraining-message:has-text('{LOCKED}')")
-        assert [r["event_id"] for r in retrainer.history(store)] == before
+        assert [r["event_id"] for r in retraining_control.history(store)] == before
 
         tab = page.open("/predict", "#predict-submit")
         tab.click("#predict-submit")

@@ -2,7 +2,7 @@
 image, a wrong box deleted, a missing one drawn with the mouse, saved as a box label.
 
 Its own dashboard over its own data dir: a tiny vision champion (one epoch on a dozen 64-px
-canvases) and two edge logs with uncertain boxes in the queue. No tabular model: the page
+canvases) and two edge logs with uncertain boxes in the labeling_queue. No tabular model: the page
 must work for a vision-only workbench too.
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from pipelines import queue
-from pipelines.labeling import QueuePolicy
-from pipelines.predicting import Band
+from pipelines.loop import labeling_queue
+from pipelines.loop.labeling_policy import QueuePolicy
+from pipelines.serving.band import Band
 from pipelines.store import Store
 from tests.conftest import make_settings
 from tests.dashboard.conftest import DashboardServer, Page
@@ -40,7 +40,9 @@ def vision_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashb
 
     from pipelines.vision import data as vdata
     from pipelines.vision import retrain
-    from pipelines.vision.serving import ImageLog, Limits, log_edge
+    from pipelines.vision.edge_log import log_edge
+    from pipelines.vision.image_log import ImageLog
+    from pipelines.vision.predict import Limits
 
     data = tmp_path_factory.mktemp("vision-dashboard") / "data"
     s = make_settings(data, vision_imgsz=SIDE)
@@ -72,7 +74,7 @@ def vision_dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashb
             limits=Limits(s.image_max_bytes, s.image_max_pixels),
         )
     log.close()
-    assert queue.refresh(store, QueuePolicy()) == 2
+    assert labeling_queue.refresh(store, QueuePolicy()) == 2
     store.close()
     with DashboardServer.running(data) as server:
         yield server
@@ -91,7 +93,7 @@ def test_review_boxes_delete_one_draw_one_and_save(
     vpage: Page, vision_dashboard: DashboardServer, tmp_path: Path
 ) -> None:
     store = Store.open(make_settings(vision_dashboard.data_dir), read_only=True)
-    first = queue.items(store, status="pending", limit=1)["items"][0]["prediction_id"]
+    first = labeling_queue.items(store, status="pending", limit=1)["items"][0]["prediction_id"]
     tab = vpage.open("/labeling", "#labeling-box-panel .labeling-box-row")
     assert first in tab.inner_text("#labeling-item")
     assert tab.locator(".labeling-box-row").count() == 2
@@ -116,7 +118,9 @@ def test_review_boxes_delete_one_draw_one_and_save(
     tab.click("#labeling-save-boxes")
     tab.wait_for_selector(f"#labeling-message:has-text('labeled {first} with 2 boxes')")
 
-    labeled = {i["prediction_id"]: i for i in queue.items(store, status="labeled")["items"]}
+    labeled = {
+        i["prediction_id"]: i for i in labeling_queue.items(store, status="labeled")["items"]
+    }
     boxes = json.loads(labeled[first]["label"])
     store.close()
     assert boxes[0] == {"class": 3, "box": BOXES[0]["box"]}  # kept as predicted

@@ -9,8 +9,8 @@ import nbformat
 import pytest
 
 from pipelines import demo
-from pipelines.notebooks import NOTEBOOKS_DIR, run_notebook
-from pipelines.registry import CHAMPION, Registry
+from pipelines.models.registry import CHAMPION, Registry
+from pipelines.ops.notebooks import NOTEBOOKS_DIR, run_notebook
 from pipelines.settings import Settings
 from pipelines.store import Store
 from tests.conftest import make_settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
-from pipelines.ingestion import ingest
+from pipelines.loop.ingestion import ingest
 from pipelines.store import Store
 from tests.conftest import make_settings
 

@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from pipelines.ingestion import ingest
+from pipelines.loop.ingestion import ingest
 from pipelines.schema import stored_number
 from pipelines.settings import Settings
 from pipelines.store import Store

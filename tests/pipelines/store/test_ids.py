@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from pipelines.ingestion import ingest
+from pipelines.loop.ingestion import ingest
 from pipelines.store import Store
 from pipelines.store.ids import prediction_id_time, prediction_ids
 from pipelines.store.spool import chunks_to_table

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.ingestion import ingest
+from pipelines.loop.ingestion import ingest
 from pipelines.settings import Settings
 from pipelines.store import Store
 from pipelines.store.spool import PredictionLog

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.ingestion import ingest
+from pipelines.loop.ingestion import ingest
 from pipelines.schema import SchemaError
 from pipelines.settings import Settings
 from pipelines.store import Store
