@@ -10,7 +10,7 @@ export YOLO_AUTOINSTALL := false
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up api worker dashboard test lint format lab train train-vision drift retrain retrain-vision simulate bench clean
+.PHONY: help setup up api worker dashboard test test-fast lint format docs lab train train-vision drift retrain retrain-vision simulate bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -31,14 +31,20 @@ up: setup ## bootstrap (store, first model on demo data) and run the API and fri
 api: setup ## run the API alone on :8000
 	$(VENV)/bin/driftlab api
 
-test: setup ## the fast test suite (what CI runs; installs Debian's chromium for the browser tests)
+test: setup ## the whole test suite, what CI runs (installs Debian's chromium for the browser tests)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(PY) -m pytest -q
+
+test-fast: setup ## the unit tier for the edit loop: no servers, browsers, YOLO or notebooks
+	$(PY) -m pytest -q -m "not e2e and not slow"
 
 lint: setup ## ruff + mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+docs: setup ## regenerate docs/configuration.md from the settings
+	$(PY) -m pipelines.ops.settings_doc > docs/configuration.md
 
 format: setup ## ruff format + autofix
 	$(VENV)/bin/ruff format .
@@ -75,5 +81,5 @@ bench: setup ## every benchmark against its baseline, printing ratios
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	$(PY) -m benchmarks
 
-clean: ## remove runtime data (data/) — the lake, registry and runs
-	rm -rf data
+clean: ## remove runtime data (everything in data/ but its README): the lake, registry and runs
+	find data -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
