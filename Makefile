@@ -18,7 +18,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch/torchvision come from this machine's local wheels (pip, not uv: see VERIFIED.md)
+	# pip, not uv: pip takes torch/torchvision from the wheels on this machine when it has them
 	$(PY) -m pip install -q -e '.[dev,vision]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (driftlab)" >/dev/null
 	touch $(STAMP)

@@ -20,173 +20,308 @@ class Settings(BaseSettings):
         env_prefix="DRIFTLAB_", env_file=".env", extra="ignore", validate_default=True
     )
 
-    data_dir: Path = Field(Path("data"), description="Runtime data: lake, mlflow, spool, runs.")
+    data_dir: Path = Field(
+        Path("data"),
+        description="Folder of all runtime data: the lake, the MLflow registry, the prediction "
+        "spool, images, executed notebooks, reports, logs and caches. Every other path defaults "
+        "to a place inside it.",
+    )
     cache_dir_override: Path | None = Field(
         None,
         alias="DRIFTLAB_CACHE_DIR",
-        description="What can be rebuilt from the lake and the registry: drift references, "
-        "downloaded model files (default <data_dir>/cache).",
+        description="What can be rebuilt from the lake and the registry: drift reference "
+        "profiles, vision model files. Default `<data_dir>/cache`.",
     )
     catalog_uri: str = Field(
         "",
-        description="DuckLake catalog: 'sqlite:<path>' (default <data_dir>/lake/catalog.sqlite) "
-        "or 'postgres:dbname=… host=…' for a shared catalog.",
+        description="DuckLake catalog: `sqlite:<path>` for processes on one machine (default "
+        "`<data_dir>/lake/catalog.sqlite`), or `postgres:<libpq connection string>` (such as "
+        "`postgres:dbname=lake host=db user=driftlab`) for a catalog shared by several machines.",
     )
-    data_path: str = Field("", description="DuckLake data files (default <data_dir>/lake/files/).")
+    data_path: str = Field(
+        "",
+        description="Folder of the lake's Parquet files. The default, `<data_dir>/lake/files/`, "
+        "follows the data dir when it is moved. An object-store URL would need DuckDB's httpfs "
+        "extension, which driftlab does not install.",
+    )
     mlflow_uri: str = Field(
-        "", description="MLflow tracking + registry URI (default sqlite under <data_dir>/mlflow)."
+        "",
+        description="MLflow tracking and registry URI: default "
+        "`sqlite:///<data_dir>/mlflow/mlflow.db` with artifacts under "
+        "`<data_dir>/mlflow/artifacts`; an `http://` URL uses an MLflow server.",
     )
-    model_name: str = Field("driftlab-tabular", description="Registered model name served.")
-    api_host: str = Field("127.0.0.1", description="API bind address.")
-    api_port: int = Field(8000, description="API port.")
+    model_name: str = Field(
+        "driftlab-tabular",
+        description="Registered model name of the tabular model: the API serves its `champion` "
+        "alias, and retrains register their challengers under it.",
+    )
+    api_host: str = Field(
+        "127.0.0.1",
+        description="Address `driftlab api` binds to (the API also answers to it as a host name). "
+        "Anything but 127.0.0.1, localhost or ::1 requires `DRIFTLAB_API_KEY`.",
+    )
+    api_port: int = Field(8000, description="Port of `driftlab api` (`--port` overrides it).")
     api_workers: int = Field(
-        1, ge=1, description="API worker processes (each with its own spool and flusher)."
+        1,
+        ge=1,
+        description="API worker processes, each with its own spool, flusher and model poller; one "
+        "per core helps concurrent bulk requests. Prometheus counters are per process. They stop "
+        "with `driftlab api`, even when it is killed with -9 (Linux).",
     )
-    dashboard_port: int = Field(8050, description="Dashboard port.")
+    dashboard_port: int = Field(
+        8050, description="Port of the dashboard, which always binds to 127.0.0.1."
+    )
     demo: Literal["digits", "survey"] = Field(
         "digits",
-        description="Demo data `make up` seeds and `make simulate` replays: digits (handwritten, "
-        "a shift that labels fix, so a retrain is promoted) or survey (Fair's affairs).",
+        description="Demo data `make up` seeds into an empty store and `make simulate` replays: "
+        "`digits` (handwritten 8×8 digits, 64 pixel features; the shift, slanted and thicker "
+        "writing, is one that labels fix, so a retrain gets promoted) or `survey` (Fair's affairs "
+        "survey, 8 answers; the shift is an older cohort, and the gate usually rejects the "
+        "challenger).",
     )
     api_key: str | None = Field(
         None,
-        description="If set, every write (API and dashboard) needs it: X-API-Key or "
-        "Authorization: Bearer.",
+        description="If set, every write needs it: on the API as `X-API-Key` or `Authorization: "
+        "Bearer`, on the dashboard once per browser session. Reads stay open. Required to bind "
+        "the API beyond loopback.",
     )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Host names the API and dashboard answer to besides localhost and the "
-        "API's bind address (comma-separated; * for any).",
+        description="Host names the API and dashboard answer to besides localhost, 127.0.0.1, ::1 "
+        "and the API's bind address (comma-separated; `*` for any). Any other `Host` gets a 400.",
     )
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Web origins (scheme://host:port, comma-separated) whose pages may write, "
-        "besides the server's own.",
+        description="Web origins (`scheme://host:port`, comma-separated) whose pages may write, "
+        "besides the server's own; a write from any other page gets a 403.",
     )
 
-    uncertainty_low: float = Field(0.4, description="Predictions with confidence above this ...")
-    uncertainty_high: float = Field(0.7, description="... and below this are uncertain.")
-    flush_interval: float = Field(0.5, description="Seconds between prediction-log flushes.")
-    flush_max_rows: int = Field(50_000, description="Rows that force an early flush.")
-    reload_interval: float = Field(2.0, description="Seconds between champion-alias polls.")
-    max_body_bytes: int = Field(64 * 1024 * 1024, description="Largest accepted request body.")
-    max_rows_per_request: int = Field(100_000, description="Largest batch accepted per request.")
+    uncertainty_low: float = Field(
+        0.4,
+        description="Lower edge of the uncertainty band: a prediction whose confidence (the "
+        "probability of its class) lies strictly between this and `DRIFTLAB_UNCERTAINTY_HIGH` is "
+        "flagged uncertain and may go to the labeling queue.",
+    )
+    uncertainty_high: float = Field(
+        0.7, description="Upper edge of the uncertainty band (above `DRIFTLAB_UNCERTAINTY_LOW`)."
+    )
+    flush_interval: float = Field(
+        0.5,
+        description="Seconds between the prediction log's flushes from the spool to the lake, one "
+        "commit each: other processes see a prediction within about this long.",
+    )
+    flush_max_rows: int = Field(
+        50_000, description="Buffered predictions that start a flush before the interval is up."
+    )
+    reload_interval: float = Field(
+        2.0,
+        description="Seconds between polls of the `champion` alias: a promotion is served within "
+        "this long (`POST /api/models/reload` checks at once).",
+    )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        description="Largest request body in bytes (64 MiB); a larger one gets a 413 before it is "
+        "read, or as soon as it passes the limit.",
+    )
+    max_rows_per_request: int = Field(
+        100_000,
+        description="Most rows one `/predict` or `/ingest` request may carry; more get a 422.",
+    )
     inlining_row_limit: int = Field(
-        200, description="DuckLake commits up to this many rows stay in the catalog."
+        200,
+        description="DuckLake commits of up to this many rows are kept inside the catalog instead "
+        "of a Parquet file (small writes: labels, events). Never for `ingested_rows` and "
+        "`predictions`, whose feature values read back exactly only from Parquet.",
     )
     api_db_threads: int = Field(
-        1, ge=1, description="DuckDB threads in an API process (its writes are small and many)."
+        1,
+        ge=1,
+        description="DuckDB threads in each API process: one leaves the other cores to requests, "
+        "and a lake write takes about as long with less CPU (`python -m benchmarks --only "
+        "store`).",
     )
 
     # The default data path moves with the data dir (a copied or moved data dir keeps working).
     _data_path_follows_data_dir: bool = PrivateAttr(default=False)
 
-    check_interval: float = Field(60.0, description="Seconds between the worker's drift checks.")
-    window_size: int = Field(1000, description="Predictions in the current drift window.")
-    min_samples: int = Field(100, description="Predictions needed before any drift verdict.")
-    drift_alpha: float = Field(0.05, description="Significance level after correction.")
+    check_interval: float = Field(
+        60.0,
+        description="Seconds between the worker's rounds of drift checks and retraining decisions.",
+    )
+    window_size: int = Field(
+        1000,
+        description="Latest predictions in a drift check's current window, compared with the "
+        "champion's training data.",
+    )
+    min_samples: int = Field(
+        100,
+        description="New predictions (or images) the worker waits for before a drift check, and "
+        "usable values a column needs on each side for a verdict.",
+    )
+    drift_alpha: float = Field(
+        0.05,
+        description="Significance level a feature's p-value must fall below after the correction "
+        "for it to drift (its effect size must also reach 0.1).",
+    )
     drift_correction: Literal["bh", "bonferroni", "none"] = Field(
-        "bh", description="Multiple testing: bh, bonferroni or none."
+        "bh",
+        description="Multiple-testing correction across a check's columns: `bh` "
+        "(Benjamini–Hochberg), `bonferroni` or `none`.",
     )
     drift_share_threshold: float = Field(
-        0.3, description="Share of drifted features the retraining policy treats as drift."
+        0.3,
+        description="Share of drifted features that the retraining policy counts as drift, like a "
+        "drifted dataset (0.3: 30%).",
     )
     compact_interval: float = Field(
         300.0,
-        description="Seconds between the worker's compactions (each prediction-log flush is a "
-        "small Parquet file until they are merged).",
+        description="Seconds between the worker's compactions: small files merged (each "
+        "prediction-log flush writes one), snapshots older than 24 hours expired except those a "
+        "registered model was trained on.",
     )
 
     queue_method: Literal["margin", "entropy", "confidence"] = Field(
-        "margin", description="Informativeness that ranks the queue: margin, entropy, confidence."
+        "margin",
+        description="How uncertain predictions are ranked for labeling: `margin` (1 − (top1 − "
+        "top2)), `entropy` (normalized) or `confidence` (1 − top1).",
     )
     queue_budget_per_hour: int = Field(
-        100, ge=0, description="Most predictions enqueued for labeling per rolling hour."
+        100,
+        ge=0,
+        description="Most predictions the worker enqueues for labeling per rolling hour, most "
+        "informative first.",
     )
     queue_interval: float = Field(
-        10.0, description="Seconds between the worker's scans for uncertain predictions."
+        10.0,
+        description="Seconds between the worker's scans of the last hour's uncertain predictions "
+        "for the labeling queue.",
     )
     retrain_min_new_labels: int = Field(
-        50, ge=0, description="New labels needed before drift triggers a retrain."
+        50,
+        ge=0,
+        description="Labels since the champion's training snapshot needed before drift triggers a "
+        "retrain.",
     )
     retrain_fail_threshold: int = Field(
-        10, ge=0, description="Errors on one class (labels, feedback) that trigger a retrain."
+        10,
+        ge=0,
+        description="Errors on one class, in labels and feedback, that trigger a retrain on their "
+        "own.",
     )
     retrain_accuracy_floor: float = Field(
-        0.6, ge=0, le=1, description="Live accuracy from feedback below this triggers a retrain."
+        0.6,
+        ge=0,
+        le=1,
+        description="Live accuracy (from feedback) below which a retrain is due, once "
+        "`DRIFTLAB_RETRAIN_MIN_FEEDBACK` labeled predictions back it.",
     )
     retrain_min_feedback: int = Field(
-        30, ge=0, description="Labeled predictions needed before live accuracy counts."
+        30, ge=0, description="Labeled predictions needed before the live accuracy counts."
     )
     retrain_cooldown: float = Field(
-        600.0, ge=0, description="Seconds after a retrain before another may start."
+        600.0,
+        ge=0,
+        description="Seconds after a model's last retrain before the worker or an alert webhook "
+        "may start another; a person may start one at any time.",
     )
     retrain_auto: bool = Field(
-        True, description="The worker starts a retrain when the policy says so."
+        True,
+        description="Whether the worker starts a retrain when the policy says one is due; with "
+        "`false`, retrains start only when asked (API, dashboard, CLI, alert webhook).",
     )
     retrain_optuna_trials: int = Field(
-        0, ge=0, description="Optuna trials per retrain (0: the champion's hyperparameters)."
+        0,
+        ge=0,
+        description="Optuna trials of a hyperparameter search in each tabular retrain, scored on "
+        "a validation cut of the training rows (0: no search, the champion's hyperparameters).",
     )
     retrain_optuna_timeout: float = Field(
-        60.0, gt=0, description="Seconds an Optuna search may take at most."
+        60.0, gt=0, description="Most seconds one retrain's Optuna search may take."
     )
     gate_metric: Literal["macro_f1", "accuracy"] = Field(
-        "macro_f1", description="Metric the promotion gate compares: macro_f1 or accuracy."
+        "macro_f1",
+        description="Metric the promotion gate compares for the tabular model: `macro_f1` or "
+        "`accuracy` (the vision model uses mAP50-95 or top-1).",
     )
     gate_margin: float = Field(
-        0.005, ge=0, description="How much the challenger must beat the champion by."
+        0.005,
+        ge=0,
+        description="How much the challenger must beat the champion by on the gate metric, on the "
+        "held-out recent labels (on the fixed held-out rows when fewer than 30 recent ones "
+        "exist).",
     )
     gate_class_tolerance: float = Field(
-        0.05, ge=0, le=1, description="Most any class's recall may drop on promotion."
+        0.05,
+        ge=0,
+        le=1,
+        description="Most the challenger may lose on the fixed held-out rows, and most any "
+        "class's recall may drop (plus two standard errors of that recall), for a promotion.",
     )
 
     # -- vision: YOLO detection / classification through the same loop ------------------------
     images_dir_override: Path | None = Field(
         None,
         alias="DRIFTLAB_IMAGES_DIR",
-        description="Content-addressed image store (default <data_dir>/images).",
+        description="Content-addressed store of uploaded and logged images "
+        "(`ab/cd/<sha256>.<ext>`), which the lake refers to. Default `<data_dir>/images`.",
     )
     yolo_config_dir_override: Path | None = Field(
         None,
         alias="DRIFTLAB_YOLO_CONFIG_DIR",
-        description="Ultralytics' settings and fonts (default <data_dir>/yolo).",
+        description="Ultralytics' settings and fonts, kept out of the home folder. Default "
+        "`<data_dir>/yolo`.",
     )
     image_max_bytes: int = Field(
-        20 * 1024 * 1024, ge=1, description="Largest accepted image upload in bytes."
+        20 * 1024 * 1024,
+        ge=1,
+        description="Largest image upload in bytes (20 MiB); a larger one gets a 413.",
     )
     image_max_pixels: int = Field(
-        40_000_000, ge=1, description="Largest accepted width × height (checked before decoding)."
+        40_000_000,
+        ge=1,
+        description="Largest width × height an image may declare, checked from its header before "
+        "decoding; a larger one gets a 413.",
     )
     vision_model_name: str = Field(
-        "driftlab-vision", description="Registered model name of the vision model served."
+        "driftlab-vision",
+        description="Registered model name of the vision model, with its own versions and "
+        "`champion` alias in the same registry.",
     )
     vision_task: Literal["detect", "classify"] = Field(
-        "detect", description="Vision task: detect or classify."
+        "detect",
+        description="What a first vision model learns: `detect` (boxes) or `classify` (one class "
+        "per image).",
     )
     vision_architecture: str = Field(
-        "yolo11n", description="Ultralytics architecture when training from scratch."
+        "yolo11n",
+        description="Ultralytics architecture of a vision model trained from scratch, built from "
+        "its `.yaml` with random weights (nothing is downloaded).",
     )
     vision_weights: Path | None = Field(
-        None, description="Your own pretrained .pt to start the first vision model from."
+        None, description="Your own pretrained `.pt` file to start the first vision model from."
     )
     vision_imgsz: int = Field(
-        320, ge=32, multiple_of=32, description="Vision model input side in pixels."
+        320,
+        ge=32,
+        multiple_of=32,
+        description="Input side of the vision model in pixels (a multiple of 32).",
     )
-    vision_epochs: int = Field(10, ge=1, description="Epochs of a vision retrain (fine-tune).")
+    vision_epochs: int = Field(10, ge=1, description="Epochs of a vision retrain's fine-tuning.")
     vision_conf: float = Field(
-        0.25, gt=0, lt=1, description="Detections below this confidence are dropped."
+        0.25, gt=0, lt=1, description="Confidence below which detections are dropped."
     )
     vision_int8: bool = Field(
         False,
-        description="Also register an int8 ONNX export of each vision retrain (2.5-3x the torch "
-        "path on CPU) and serve it when it agrees with the float export (see next).",
+        description="Also register an int8 ONNX export with each vision retrain, served instead "
+        "of the float export when it agrees with it (next setting); the gate scores the `.pt` "
+        "weights either way (`python -m benchmarks --only vision` compares the runtimes).",
     )
     vision_int8_min_agreement: float = Field(
         0.9,
         gt=0,
         le=1,
-        description="Share of the float export's boxes (classes, for a classifier) on the "
-        "held-out images that the int8 export must reproduce to be served.",
+        description="Share of the float export's answers on held-out images (boxes matched by "
+        "class at IoU ≥ 0.5, or classes) that the int8 export must reproduce to be served.",
     )
 
     @field_validator("allowed_hosts", "allowed_origins", mode="before")

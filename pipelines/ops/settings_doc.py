@@ -18,8 +18,14 @@ HEADER = """# Configuration
 <!-- Generated from pipelines/settings.py by `make docs`: change the settings, not this file. -->
 
 Every setting is an environment variable, or a line `NAME=value` of a `.env` file in the
-directory driftlab runs from (`.env.example` lists the common ones). Lists are comma-separated.
-Paths may start with `~`; relative ones are taken from the directory driftlab runs from.
+directory driftlab runs from (`.env.example` lists the common ones); the environment wins over
+`.env`. Lists are comma-separated. Paths may start with `~`; relative ones are taken from the
+directory driftlab runs from. A default shown as "unset" is derived as its meaning says, mostly
+from `DRIFTLAB_DATA_DIR`.
+
+A process reads its settings once, when it starts: restart it after a change. Backups, moving a
+data dir, running beyond one machine and the security settings are in
+[operations](operations.md).
 
 | variable | default | meaning |
 |---|---|---|
