@@ -1,13 +1,13 @@
 """Dashboard benchmark: every page's callbacks against a store holding 10M predictions.
 
-The issue's budget is 300 ms per callback with 10M predictions stored. A temp data dir gets the
-survey demo's rows (``DEMO``: 8 features, 2 categorical; every figure so far was taken on it), a
-trained champion (30 trees) and a second version (promoted, then rolled back), then 10M predictions
-written straight as Arrow tables through ``Store.append_predictions`` in 1M-row commits (the table
-the prediction log writes; timestamps spread evenly over the last 7 days, in order; the last fifth
-from the shifted cohort), 5,000 human labels in one commit, 3 drift checks, the labeling queue
-filled from the last hour by ``pipelines.loop.labeling_queue.refresh`` with 30 items answered or
-skipped through ``labeling_queue.answer`` / ``skip``, and 20 retraining runs.
+The budget is 300 ms per callback with 10M predictions stored. A temp data dir gets the survey
+demo's rows (``DEMO``: 8 features, 2 categorical), a trained champion (30 trees) and a second
+version (promoted, then rolled back), then 10M predictions written straight as Arrow tables through
+``Store.append_predictions`` in 1M-row commits (the table the prediction log writes; timestamps
+spread evenly over the last 7 days, in order; the last fifth from the shifted cohort), 5,000 human
+labels in one commit, 3 drift checks, the labeling queue filled from the last hour by
+``pipelines.loop.labeling_queue.refresh`` with 30 items answered or skipped through
+``labeling_queue.answer`` / ``skip``, and 20 retraining runs.
 
 Each read callback is then posted to Dash's own ``/_dash-update-component`` endpoint (Flask's
 test client, in this process, over the dashboard's per-process services), so a timing covers
@@ -44,7 +44,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 BUDGET_MS = 300.0
-DEMO = "survey"  # not the default digits: the figures in the README were taken on the survey
+DEMO = "survey"  # not the default digits: benchmarks/README.md records the survey's figures
 N_FEEDBACK = 5_000
 SPAN = dt.timedelta(days=7)
 
@@ -162,8 +162,8 @@ def fill_store(data_dir: Path, n_rows: int, chunk: int) -> dict[str, Any]:
 def _add_feedback(store: Any, n_rows: int, rng: np.random.Generator) -> None:
     """`N_FEEDBACK` human labels on recent predictions, in one commit (a busy day's worth).
 
-    `Store.add_feedback` commits one row at a time (~15 ms each: over a minute here), so the
-    rows go in through the store's own batch insert, in the same table shape.
+    `Store.add_feedback` commits one row at a time (a commit per row: minutes for this many),
+    so the rows go in through the store's own batch insert, in the same table shape.
     """
     import pyarrow as pa
 

@@ -26,7 +26,7 @@ Usage::
 
 ``--window-50m`` (not in ``make bench``) writes 51M predictions (several GB of Parquet under the
 system temp dir, removed afterwards) and runs one check of the last 50M, printing its time and
-peak RSS: ~5 min on 2 cores (2 min writing, 3 min the check; 6.6 GB peak RSS).
+peak RSS: expect minutes of writing and of checking, and several GB of memory.
 """
 
 from __future__ import annotations
@@ -437,7 +437,7 @@ def main(quick: bool = False, argv: list[str] | None = None) -> None:
     print_store(ours, evidently[window])
 
     n_pairs = 200
-    # Evidently takes 1-3 s per 5k-row report here, so it sees fewer pairs.
+    # Evidently takes seconds per 5k-row report, so it sees fewer pairs.
     n_evidently = 10 if args.quick else 30
     print()
     print(

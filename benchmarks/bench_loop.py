@@ -2,7 +2,7 @@
 
     python -m benchmarks --only loop [--quick]
 
-(1) Labels needed after a shift, queue-ranked vs random (issue "human loop": >= 30% fewer). Real
+(1) Labels needed after a shift, queue-ranked vs random (target: >= 30% fewer). Real
 data shipped with scikit-learn: the 1,797 handwritten digits (8x8). A forest is trained on 600 of
 them; the rest arrive shifted the way a new population of writers would write (slanted by 25
 degrees, thicker pen strokes: `demo.shift_digits`), split into a labeled-on-demand pool and a test
@@ -10,8 +10,8 @@ set. Both strategies label the pool in the same budget steps and retrain on the 
 the labels after each step (as a retrain does: history plus new labels); the queue takes the most
 informative predictions (`pipelines.loop.labeling_policy`, the ranking the labeling queue uses; the
 uncertainty band is left wide open here so that both strategies spend the same budget), random takes
-a random sample. "Labels needed" is the first step at which the mean test accuracy over the seeds
-reaches 97% of what labeling the whole pool gives.
+a random sample. "Labels needed" is the first step at which the mean test accuracy over the random
+seeds reaches 97% of what labeling the whole pool gives.
 
 (2) Trigger to new champion serving, 100k training rows (target <= 60 s). A real `driftlab api`
 serves a champion trained on 80k clean digits (drawn with replacement, with a little pixel

@@ -6,7 +6,7 @@ scikit-learn server (the baseline), all on 127.0.0.1 in one run, plus batch thro
 Each server is a subprocess with its own environment, started, waited for (/health) and killed in
 turn, so only one serves at a time; `wrk` (-t2 -c32, after a short warm-up) measures requests/s and
 latency percentiles with single-row bodies cycling over real demo rows, in three 6-s runs whose
-median is the line's figure (each run's p99 is printed too: on this shared machine one run's
+median is the line's figure (each run's p99 is printed too: on a shared machine one run's
 p99 can be several times the next one's). driftlab runs as
 `driftlab api` on a fresh data dir where `driftlab train` trained and promoted the demo forest, with
 prediction logging on. Batch figures come from httpx clients: one alone, then four at once,
@@ -15,8 +15,8 @@ on one started with DRIFTLAB_API_WORKERS = the machine's cores. The trained cham
 runtimes are also timed alone on one 10k-row batch (scikit-learn, ONNX Runtime, the compiled
 forest).
 
-Targets (issue "serving speed"): driftlab >= 25x the naive server and >= 50% of the ceiling in
-requests/s, p99 <= 20 ms at 32 connections; batch /predict and /ingest/batch >= 200k rows/s.
+Targets: driftlab >= 25x the naive server and >= 50% of the ceiling in requests/s, p99 <= 20 ms
+at 32 connections; batch /predict and /ingest/batch >= 200k rows/s.
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def base_env(data_dir: Path, port: int) -> dict[str, str]:
     env.update(
         DRIFTLAB_DATA_DIR=str(data_dir),
         DRIFTLAB_API_PORT=str(port),
-        # The survey demo (8 features, 2 of them categorical): the figures in the README and in
-        # earlier sessions were all taken on it.
+        # The survey demo (8 features, 2 of them categorical): the figures that
+        # benchmarks/README.md records are the survey's.
         DRIFTLAB_DEMO=SERVING_DEMO,
         MLFLOW_DISABLE_TELEMETRY="true",
         DO_NOT_TRACK="1",

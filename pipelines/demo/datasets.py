@@ -213,7 +213,8 @@ def demo_digit(
 @lru_cache(maxsize=4)
 def _stream_digits(seed: int, shifted: bool) -> tuple[np.ndarray, np.ndarray]:
     """The pixels and labels of one part of the digits stream, made once per process (making
-    the split slants every digit: ~0.2 s, per click of the Predict page's random digit)."""
+    the split slants every digit: too slow to repeat per click of the Predict page's random
+    digit)."""
     split = digits_split(seed)
     part = split.shifted if shifted else split.live
     pixels = part[DIGIT_PIXELS].to_numpy(dtype=float)

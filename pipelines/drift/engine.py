@@ -15,9 +15,8 @@ Verdict rules (the defaults, all in ``DriftPolicy``):
   Under the global null (no feature changed) BH rejects anything with probability at most
   ``alpha`` (it reduces to Simes' test; Bonferroni is always below ``alpha``), so this rule keeps
   dataset-level false alarms at or below 5% while one strongly shifted feature is enough to
-  flag the dataset. ``dataset_rule="share"`` instead requires ``drift_share >= 0.3``
-  (the seeds' "drift share > 30%"); the share comparison is reported either way
-  (``share_exceeded``) so a retraining policy can use it.
+  flag the dataset. ``dataset_rule="share"`` instead requires ``drift_share >= 0.3``; the
+  share comparison is reported either way (``share_exceeded``), for a retraining policy.
 * Prediction and label columns are tested with the same tests (class → categorical tests,
   probability → numeric tests) and corrected in the same family, but reported separately
   (``prediction_drift``, ``label_drift``): they do not count in the drift share.
@@ -314,7 +313,11 @@ def compare_frames(
     roles: Mapping[str, Role] | None = None,
     policy: DriftPolicy | None = None,
 ) -> DriftReport:
-    """One-off convenience: profile ``reference`` and check ``current`` against it."""
+    """Profile ``reference`` and check ``current`` against it, for a single check.
+
+    A monitor that checks again and again builds the profile once instead
+    (``build_reference_profile``) and passes it to ``check_drift``.
+    """
     profile = build_reference_profile(reference, numeric, categorical, roles)
     return check_drift(profile, current, policy)
 

@@ -230,10 +230,11 @@ def kstwo_sf(d: float, n: int) -> float:
 
     For n > 140 and 2.2 <= n*d^2 < 370 (a shift small enough to matter, large enough to be
     seen), scipy returns ``2 * special.smirnov(n, d)``, which sums Smirnov's series one term
-    at a time in double-double arithmetic: 0.15-0.25 s per call at n = 170k, most of a
-    1M-row check. Here the same series is summed in vectorized passes (~25 ms at n = 170k),
-    equal to scipy's within 1e-12 relative up to n = 1M (tested over a grid). Every other
-    case, and n beyond the size where scipy itself approximates, is scipy's own call.
+    at a time in double-double arithmetic: at n in the hundreds of thousands, most of a 1M-row
+    check's time. Here the same series is summed in vectorized passes (`python -m benchmarks
+    --only drift` times the check), equal to scipy's within 1e-12 relative up to n = 1M
+    (tested over a grid). Every other case, and n beyond the size where scipy itself
+    approximates, is scipy's own call.
     """
     nd2 = n * d * d
     if n <= 140 or d >= 0.5 or n > SMIRNOV_EXACT_MAX_N or not 2.2 <= nd2 < 370.0:
@@ -273,7 +274,7 @@ def wasserstein(pair: NumericPair) -> StatResult:
     """
     diff, gaps = pair.ecdf_difference
     # einsum, not np.dot: a BLAS dot wakes OpenBLAS's threads, which then spin for a while
-    # beside the check's own workers (~20 ms of CPU per call, a third of a 1M check's CPU).
+    # beside the check's own workers, burning CPU the check needs.
     area = float(np.einsum("i,i->", np.abs(diff), gaps)) / (pair.reference.n * pair.current.n)
     return StatResult(area / max(pair.reference.std, MIN_STD))
 

@@ -1,6 +1,6 @@
 """Which predictions a human should label, and in what order. Pure: no I/O.
 
-The seeds send a prediction to the labeling queue when it is *uncertain*: its confidence (the
+A prediction goes to the labeling queue when it is *uncertain*: its confidence (the
 probability of the predicted class) lies strictly inside the band 0.4 < confidence < 0.7
 (``Band``, shared with the prediction path). Among the uncertain ones, the most *informative*
 go first (uncertainty sampling, the classic active-learning heuristic):
@@ -142,7 +142,7 @@ class QueuePolicy:
 
     Attributes:
         method: The informativeness measure that ranks uncertain items.
-        band: The seeds' uncertainty band; only predictions inside it are candidates.
+        band: The uncertainty band; only predictions inside it are candidates.
         budget_per_hour: At most this many items enqueued per rolling hour. 100 is what one
             reviewer clears in an hour at ~30 s an item, and two batches of the retraining
             policy's 50 new labels.

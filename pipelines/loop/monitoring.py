@@ -134,11 +134,12 @@ def keep_window_memory() -> bool:
     """Let this process reuse the memory of one check in the next (glibc only; True if set).
 
     A 1M-row check allocates a few dozen arrays of 8-16 MB. glibc serves blocks that large by
-    mmap and gives them back on free, so every check page-faults its memory in again: the first
-    check of a process took 0.95-1.21 s where the later ones took 0.67-0.94 s. With blocks up
-    to 256 MB taken from the heap, and up to 512 MB of free heap kept rather than returned to
-    the kernel, the first check took 0.81-0.83 s. The cost: a process that ran a check keeps
-    that memory (RSS does not drop back between checks). Elsewhere (musl, macOS) nothing changes.
+    mmap and gives them back on free, so every such array page-faults its memory in afresh.
+    With blocks up to 256 MB taken from the heap, and up to 512 MB of free heap kept rather
+    than returned to the kernel, an array reuses memory freed before it, in the same check or
+    the previous one (`python -m benchmarks --only drift` times a check in a fresh process).
+    The cost: a process that ran a check keeps that memory (RSS does not drop back between
+    checks). Elsewhere (musl, macOS) nothing changes.
     """
     import ctypes
     import ctypes.util
@@ -363,15 +364,15 @@ class StoreWindow(Mapping[str, Any]):
             raise KeyError(name)
         if self.columnwise:
             column = self.store.window_columns(self.bounds, [name]).column(0)
-            # One contiguous copy lets the Arrow chunks go now rather than after the column's
-            # tests: 0.4 GB less per worker at 50M rows.
+            # One contiguous copy lets the Arrow chunks go here rather than after the column's
+            # tests: one copy of the column less per worker (0.4 GB at 50M rows).
             return _contiguous(column)
         if self._columns is None:
             with self._read_lock:  # the engine's worker threads ask at once: read once
                 if self._columns is None:
                     table = self.store.window_columns(self.bounds, self._read)
                     # Numbers as contiguous numpy once, here: the engine's threads then do pure
-                    # numpy work (1M rows: 0.83 s end to end instead of 1.06-1.23 s).
+                    # numpy work (`python -m benchmarks --only drift` times a check end to end).
                     self._columns = {n: _contiguous(table.column(n)) for n in self._read}
         return self._columns[name]
 

@@ -1,13 +1,13 @@
 """When to retrain, and whether the new model may replace the champion. Pure: no I/O.
 
-``decide(conditions, policy)`` follows the seeds. A retrain is due when any of these holds:
+``decide(conditions, policy)``: a retrain is due when any of these holds:
 
 1. **Drift with labels to learn from**: the drift check flagged the dataset, or the drift share
    reached ``drift_share_threshold`` (≥, as the drift engine's ``share_exceeded``), AND at least
    ``min_new_labels`` labels arrived since the champion was trained. Retraining on drift alone
    would refit on the same data as before.
 2. **Recurring errors**: some class collected ``fail_threshold`` or more errors in labels and
-   feedback (the MNIST seed's per-class failure count).
+   feedback.
 3. **Live accuracy below the floor**, measured on at least ``min_feedback`` labeled predictions
    (fewer would let two unlucky answers trigger a retrain).
 
@@ -61,12 +61,12 @@ class RetrainPolicy:
     """Thresholds of the retraining decision and the promotion gate.
 
     Attributes:
-        min_new_labels: New labels needed before drift triggers a retrain (the seeds' "≥ 50
-            human-reviewed labels").
-        drift_share_threshold: Drifted-feature share counted as drift (the seeds' 30%, also
+        min_new_labels: Labels that must have arrived since the champion was trained before
+            drift triggers a retrain.
+        drift_share_threshold: Drifted-feature share counted as drift (also
             ``Settings.drift_share_threshold``).
-        fail_threshold: Errors on one class that alone trigger a retrain. The MNIST seed ships
-            1 for demos; 10 keeps a few mislabeled answers from retraining the model.
+        fail_threshold: Errors on one class that alone trigger a retrain. 10 rather than 1
+            keeps a few mislabeled answers from retraining the model.
         accuracy_floor: Live accuracy (from feedback) below this triggers a retrain.
         min_feedback: Labeled predictions needed before the live accuracy counts. At 30 the
             standard error of an accuracy near the 0.6 floor is about 0.09.
@@ -383,7 +383,7 @@ def gate(
 
 FIXED, RECENT = "fixed", "recent"
 """The evaluation sets of a retrain: rows held out of the original data, and held-out human
-labels on recent predictions (the population the model now serves)."""
+labels on recent predictions (the population the model currently serves)."""
 
 
 def gate_sets(

@@ -45,7 +45,8 @@ ESTIMATORS: dict[str, ClassifierMixin] = {
 
 @dataclass
 class TrainConfig:
-    """What to train. `params` override the estimator's defaults (seed 001: 100 trees, depth 10)."""
+    """What to train. `params` override the estimator's defaults in `ESTIMATORS` (the forests:
+    100 trees, depth 10)."""
 
     estimator: str = "random_forest"
     params: dict[str, Any] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""Each process's log under `<data_dir>/logs/<name>.log`, rotated at midnight (seed 001).
+"""Each process's log under `<data_dir>/logs/<name>.log`, rotated at midnight.
 
 `configure` sets up the console and the file for a long-running process (`api`, `worker`,
 `dashboard`); `tail` reads the latest lines back for the dashboard's Overview page.

@@ -2,10 +2,11 @@
 
 A 10k-row body of the survey demo is 80k values. orjson makes a Python object of each (and a
 list or dict per row), and validation then walks them all again to check their types and build
-numpy columns: together the largest share of a bulk /predict or /ingest/batch (`make bench`
-prints each line's CPU per batch). `read_bulk` reads the body's bytes once, in a numba kernel,
-checking them against the feature schema as it goes: numbers land in float64 columns, text in
-object arrays of str (one object per distinct value) built through Arrow.
+numpy columns: together the largest share of a bulk /predict or /ingest/batch (`python -m
+benchmarks --only serving` prints each line's CPU per batch, and both readers' times).
+`read_bulk` reads the body's bytes once, in a numba kernel, checking them against the feature
+schema as it goes: numbers land in float64 columns, text in object arrays of str (one object
+per distinct value) built through Arrow.
 
 It is a fast path, never a second set of rules. It takes a body only when it reads it exactly
 as `orjson.loads` plus `FeatureSchema.columns` would, and answers None for anything else, so
@@ -30,8 +31,9 @@ import pyarrow as pa
 from pipelines.schema import CATEGORICAL, NUMERIC, Feature, FeatureSchema
 
 MIN_BYTES = 16_384
-"""Smaller bodies take the ordinary path, so single rows (a /predict of one survey row is ~150
-bytes) and small batches go on exactly as before; the kernel is for bulk requests."""
+"""Smaller bodies take the ordinary path: single rows (a /predict of one survey row is ~150
+bytes) and small batches have too few values to gain from the kernel, which is for bulk
+requests."""
 
 MATRIX_KEYS = ("features", "records")
 

@@ -1,11 +1,11 @@
 """The numba kernels of `pipelines.serving.bulkjson`, in their own module so that importing driftlab
 does not import numba, and at module level so that numba caches them on disk (a kernel that
-calls kernels held in a closure was compiled again in every process: seconds of CPU at the
+calls kernels held in a closure is compiled again in every process: seconds of CPU at the
 first bulk request).
 
 The per-value loop (`matrix`) is one function written out in full: a call to a helper that
-takes the body array costs a reference count up and down (helpers per value made the kernel
-about 5x slower in a one-off timing).
+takes the body array costs a reference count up and down, and a helper per value would make
+that the kernel's main cost (`python -m benchmarks --only serving` times the bulk reader).
 """
 
 from __future__ import annotations

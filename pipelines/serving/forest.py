@@ -7,9 +7,9 @@ renumbered so that a node's right child sits just after its left child, and a le
 itself: a row then takes `max_depth` identical steps, `node = child[node] + (x > threshold)`,
 with no branch, and the rows of a block are walked level by level, each step independent of
 the other rows' (the CPU overlaps their memory loads). Every index is unsigned: numba wraps a
-negative signed index, so each signed load carried a compare and an add (2.5-3x slower).
-`benchmarks/bench_serving.py` times the demo forest's runtimes on 10k rows, one thread: this
-kernel ~10 ms, scikit-learn ~45 ms, ONNX Runtime ~56 ms.
+negative signed index, so each signed load would carry a compare and an add. `python -m
+benchmarks --only serving` times the demo forest's runtimes on 10k rows, one thread each: this
+kernel, scikit-learn and ONNX Runtime.
 
 The probabilities are scikit-learn's own: the same float64 leaf fractions, summed tree by tree
 and divided by the number of trees (`tests/pipelines/test_forest.py` checks them to 1e-12).
@@ -76,7 +76,7 @@ class CompiledForest:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {f.name: npz[f.name] for f in fields(cls) if f.name != "depth"}
             depth = int(npz["depth"])
-        for index in ("child", "feature", "roots"):  # files written before 2026-11-23: int32
+        for index in ("child", "feature", "roots"):  # int32 in files of the older format
             arrays[index] = arrays[index].astype(np.uint32, copy=False)
         return cls(depth=depth, **arrays)
 

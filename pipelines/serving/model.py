@@ -1,8 +1,12 @@
 """Serving models: a champion compiled for fast inference, swapped atomically when it changes.
 
-scikit-learn's `predict_proba` costs ~8 ms per call for a 100-tree forest; the same forest in
-ONNX Runtime takes microseconds per row with identical probabilities (checked at training time),
-so serving runs the ONNX export and falls back to the estimator only when there is none.
+`ServingModel.from_files` runs the fastest form a version was registered with: the compiled
+forest (`pipelines.serving.forest`, made for scikit-learn tree ensembles), else the ONNX export,
+else the scikit-learn estimator itself. All three give the same probabilities (the compiled
+forest sums scikit-learn's own leaf values; an ONNX export that differs from the estimator by
+more than 1e-4 is not registered), but scikit-learn's `predict_proba` has a large fixed cost
+per call, which single-row requests pay in full (`python -m benchmarks --only serving` times
+the three runtimes on one 10k-row batch).
 """
 
 from __future__ import annotations
@@ -31,13 +35,12 @@ logger = logging.getLogger(__name__)
 
 # Batches of at least PARALLEL_MIN_ROWS rows are cut into slices of PARALLEL_SLICE_ROWS that a
 # small thread pool runs through the same model (the compiled forest and a one-thread ONNX
-# Runtime session both release the GIL and allow concurrent calls): a 10k-row batch of the demo
-# forest took ~40 ms on one core and ~23 ms on two in ONNX Runtime (the compiled forest:
-# `make bench` prints its one-thread time).
+# Runtime session both release the GIL and allow concurrent calls), so a large batch uses every
+# core (`python -m benchmarks --only serving` prints batch rows/s and the model's one-thread time).
 # Many small slices rather than one per core, because the cores are shared with the event
 # loop, the flusher and other processes: a busy core then takes fewer slices instead of holding
-# up the batch (ONNX Runtime's own intra-op threads split the work evenly, and were slower than
-# one thread whenever a core was busy). Single rows never touch the pool.
+# up the batch (ONNX Runtime's own intra-op threads split the work evenly, so one busy core
+# holds up the whole call). Single rows never touch the pool.
 PARALLEL_MIN_ROWS = 2_000
 PARALLEL_SLICE_ROWS = 1_000
 

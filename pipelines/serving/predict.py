@@ -96,8 +96,8 @@ def predict_many(
             "model_name": model.name,
             "model_version": model.version,
             # Arrays, not lists: the buffer holds up to `flush_interval` seconds of rows, and
-            # a list per row (the probabilities) gave the cyclic GC 10k objects to walk per
-            # buffered 10k-row request; the flusher also concatenates arrays faster.
+            # a list per row (the probabilities) would give the cyclic GC 10k objects to walk
+            # per buffered 10k-row request; the flusher also concatenates arrays faster.
             "features": columns,
             "prediction": model.class_texts[index].tolist(),
             "confidence": confidence,

@@ -85,7 +85,7 @@ class IngestedRows(StoreCore):
             raise SchemaError(f"{len(labels)} labels for {n} rows")
         batch_id = batch_id or new_id()
         # Arrow builds the per-row ids and the repeated values itself: Python lists of n items
-        # were a large share of a big batch's time.
+        # would be a large share of a big batch's time.
         numbers = pa.array(np.arange(n)).cast(pa.string())
         label = pa.nulls(n, pa.string()) if labels is None else pa.array(labels, pa.string())
         table = pa.table(

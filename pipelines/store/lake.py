@@ -47,12 +47,12 @@ sleeps in whole seconds, and gives up at once when the timeout is under one seco
 read-write attachment every DuckLake transaction opens a fresh catalog connection, and the
 process's last one to close checkpoints and deletes the WAL under an exclusive lock; a
 thread opening a connection in that instant (or while the next one rebuilds the WAL index)
-found the catalog busy and slept 1.0 s, where the lock was held for well under a
-millisecond. Under 1 s, SQLite reports "database is locked" at once and `_retry` tries
-again after milliseconds. Writers of one machine queue on the `.writelock` file lock, not
-here, so they lose no fairness. (A build with `usleep` would poll finely up to 0.9 s.)
-This makes the stall rarer, not impossible: under load a WAL read retry can still sleep a
-whole second (2 of 240 threaded reads in one CI run; `python -m benchmarks --only store`).
+finds the catalog busy, and with a timeout of a second or more sleeps 1.0 s, where the lock
+is held for well under a millisecond. Under 1 s, SQLite reports "database is locked" at once
+and `_retry` tries again after milliseconds. Writers of one machine queue on the `.writelock`
+file lock, not here, so they lose no fairness. (A build with `usleep` would poll finely up to
+0.9 s.) This makes the stall rarer, not impossible: under load a WAL read retry can still
+sleep a whole second (`python -m benchmarks --only store` counts such reads).
 """
 
 
@@ -290,12 +290,12 @@ class Lake:
         """The id of the latest committed snapshot: what a reader sees now.
 
         Read from the catalog's own table, through the catalog database DuckLake attaches
-        (`__ducklake_metadata_lake`): about 2 ms of CPU in a one-off timing, where
-        `current_snapshot()` took about 6 ms (it opens a DuckLake transaction first), paid by
-        every `/ingest/batch` answer after its commit. `max(snapshot_id)` over
-        `ducklake_snapshots()` was worse: it built every snapshot's change list, 18-20 ms at
-        600-900 snapshots. (Python's own sqlite3 must not open the catalog beside DuckDB's
-        SQLite: two copies of SQLite in one process release each other's POSIX locks.)
+        (`__ducklake_metadata_lake`): the cheapest way, and every `/ingest/batch` answer pays
+        for it after its commit. `current_snapshot()` costs more (it opens a DuckLake
+        transaction first), and `max(snapshot_id)` over `ducklake_snapshots()` far more (it
+        builds every snapshot's change list, so its cost grows with the snapshots). (Python's
+        own sqlite3 must not open the catalog beside DuckDB's SQLite: two copies of SQLite in
+        one process release each other's POSIX locks.)
         """
         try:
             return int(self.scalar(f"SELECT max(snapshot_id) FROM {METADATA}.ducklake_snapshot"))

@@ -1,9 +1,10 @@
 """Repair feature values that DuckLake's catalog inlining changed (`driftlab repair`).
 
-A store made before driftlab wrote its `features` tables as Parquet only may hold rows inlined
-in the catalog. DuckLake keeps such a row's STRUCT as SQL text (`{'c': 'it''s', 'x':
-CAST('-0.0' AS VARCHAR)}`) and reads it back with a cast that knows another escaping: `it's`
-came back as `its`, a backslash was dropped, and a `-0.0` made every read of the table fail.
+A store whose `features` tables were written without the Parquet-only option
+(`Store._never_inline`: stores of an older format) may hold rows inlined in the catalog.
+DuckLake keeps such a row's STRUCT as SQL text (`{'c': 'it''s', 'x': CAST('-0.0' AS
+VARCHAR)}`) and reads it back with a cast that knows another escaping: `it's` comes back as
+`its`, a backslash is dropped, and a `-0.0` makes every read of the table fail.
 The text itself is intact, so the values can be recovered exactly:
 
 1. each inlined row's text is parsed as the SQL it is (`parse_inlined`), a -0.0 kept as 0.0

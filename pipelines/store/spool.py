@@ -9,7 +9,7 @@ the lake are skipped, so a crash between commit and delete duplicates nothing).
 A segment (`.spool`) is a sequence of records, each a 9-byte header (a tag, the payload's
 length) and its payload: `j` a chunk as JSON, `a` a prepared chunk's table as an Arrow IPC
 stream (writing it is a copy of its buffers, where JSON formats every value).
-Segments of earlier versions (`.ndjson`, one JSON chunk per line) are still replayed.
+Segments of the older format (`.ndjson`, one JSON chunk per line) are replayed too.
 """
 
 from __future__ import annotations
@@ -199,11 +199,11 @@ class PredictionLog:
 
         A large chunk is converted here, on the thread that made its predictions, so that the
         flusher's thread mostly concatenates tables and waits on DuckDB, both without the GIL.
-        Converted in the flusher, a buffer of 10k-row batches held the GIL for tens of ms, and
-        each time the request thread let go of it (the model call, the spool write) it waited
-        its turn to take it back. A small chunk (single rows, micro-batches) costs about as much
-        to convert alone as its whole request costs to answer, and is converted with the rest
-        of its flush.
+        Converted in the flusher, a buffer of 10k-row batches would hold the GIL for tens of ms,
+        and each time the request thread let go of it (the model call, the spool write) it
+        would wait its turn to take it back. A small chunk (single rows, micro-batches) costs
+        about as much to convert alone as its whole request costs to answer, and is converted
+        with the rest of its flush.
         """
         if len(chunk["ids"]) < PREPARE_MIN_ROWS:
             return chunk
@@ -250,7 +250,7 @@ class PredictionLog:
         """Move spool segments of dead processes into the lake; returns rows recovered."""
         recovered = 0
         segments = [*self.spool_dir.glob(f"{self.prefix}*{_SUFFIX}")]
-        segments += self.spool_dir.glob(f"{self.prefix}*.ndjson")  # written before 2026-11-23
+        segments += self.spool_dir.glob(f"{self.prefix}*.ndjson")  # the older format
         for path in sorted(segments):
             try:
                 fd = os.open(path, os.O_RDONLY)

@@ -83,8 +83,8 @@ class Store(IngestedRows, Predictions, Windows, Feedback, LabelingQueue, Events,
         """Make every commit to `tables` a Parquet file, never rows inlined in the catalog.
 
         DuckLake keeps an inlined STRUCT value as SQL text and reads it back with a cast that
-        does not undo its own escaping: a text field `it's` came back as `its`, a backslash
-        was dropped, and a `-0.0` made every later read of the table fail
+        does not undo its own escaping: a text field `it's` comes back as `its`, a backslash
+        is dropped, and a `-0.0` makes every later read of the table fail
         (`tests/pipelines/store/test_exact_values.py` shows it on plain DuckLake). The
         `features` columns are STRUCTs; the other tables' scalar columns read back exactly
         inlined, and keep the catalog's cheap small commits. The option is kept in the

@@ -1,8 +1,8 @@
 """The lake's tables. Names are part of driftlab's contract; `features` follows the dataset.
 
 `ingested_rows.features` and `predictions.features` are STRUCT columns whose fields are the
-dataset's features (typed columns in Parquet: a drift window reads 1M rows × 12 features in
-~0.1 s, where the same data as JSON text takes ~1.5 s). They are added when the first batch fixes
+dataset's features (typed columns in Parquet: a drift window reads them as columns of numbers,
+where JSON text would be parsed again on every read). They are added when the first batch fixes
 the dataset schema; every other column exists from `init`, whatever the modality.
 """
 

@@ -1,9 +1,9 @@
 """The edge client: `driftlab stream --source <video | camera index | image folder> --api URL`.
 
-It reads frames with OpenCV (at most ``--max-fps``, 30 by default, resized to 640×480 as in the
-camera seed), runs the current vision champion locally through ONNX Runtime (downloaded from
-the API's ``/api/vision/model/onnx`` and re-downloaded when the champion's version changes), and
-posts each frame's detections to ``POST /log``, with the frame itself (JPEG) when a detection
+It reads frames with OpenCV (at most ``--max-fps``, 30 by default, resized to 640×480), runs
+the current vision champion locally through ONNX Runtime (downloaded from the API's
+``/api/vision/model/onnx`` and re-downloaded when the champion's version changes), and posts
+each frame's detections to ``POST /log``, with the frame itself (JPEG) when a detection
 is uncertain so a person can label it. ``--remote`` sends every frame to ``POST
 /predict/image`` instead (no local model).
 

@@ -248,13 +248,12 @@ def quantize_onnx(onnx_file: Path, calibration: Sequence[np.ndarray], dest: Path
     Weights are int8 per channel and activations uint8, with ranges from running the export on
     ``calibration`` images (the training set's, pre-processed exactly as :class:`Predictor`
     does). The head's last layers stay float: its decode puts box pixels (0 to S) and scores
-    (0 to 1) in one tensor, and a single uint8 scale for both turned every score into 0; the
-    final 1x1 convolutions of the box and class branches stay float too, which keeps served
-    confidences within ~0.01 of the float model's (the uncertainty band reads them).
-    Measured on YOLO11n, 2 threads: the network 1.3-1.8x faster than the float export; over
-    30 held-out frames 89-95% of the float model's boxes reproduced (same class, IoU >= 0.5),
-    mAP50 within 0.035 (``benchmarks/bench_vision.py`` times it; :func:`agreement`
-    measures the second figure on any model).
+    (0 to 1) in one tensor, and a single uint8 scale for both would turn every score into 0;
+    the final 1x1 convolutions of the box and class branches stay float too, which keeps served
+    confidences close to the float model's (the uncertainty band reads them). The int8 network
+    runs faster than the float export (``python -m benchmarks --only vision`` times both) and
+    reproduces most, not all, of its boxes: :func:`agreement` measures how many on any model,
+    and a retrain serves the int8 export only when it reproduces enough of them.
 
     Args:
         onnx_file: An export from :func:`export_onnx`.
