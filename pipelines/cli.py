@@ -212,8 +212,7 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
 
 def _retrain_vision(args: argparse.Namespace) -> int:
     """The vision retrain in this process, with the same arguments `retraining_control.trigger`
-    passes
-    its child (`--lock-fd` included), so both ways in run one code path."""
+    passes its child (`--lock-fd` included), so both ways in run one code path."""
     tabular_only = [
         flag
         for flag, value in (
@@ -276,12 +275,11 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
-    from pipelines.models.registry import Registry
+    from pipelines.models.registry import kept_snapshots
     from pipelines.store import Store
 
     store = Store.open(settings)
-    registry = Registry.from_settings(settings)
-    _print(store.compact(registry.trained_snapshots(), older_than_hours=args.older_than_hours))
+    _print(store.compact(kept_snapshots(settings), older_than_hours=args.older_than_hours))
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from pipelines.loop import labeling_queue, retraining_conditions, retraining_control
 from pipelines.loop.labeling_policy import QueuePolicy
 from pipelines.loop.monitoring import Monitor
-from pipelines.models.registry import CHAMPION, Registry
+from pipelines.models.registry import CHAMPION, Registry, kept_snapshots
 from pipelines.schema import SchemaError
 from pipelines.settings import Settings
 from pipelines.store import Store, utcnow
@@ -75,7 +75,7 @@ class Worker:
             did["retrain"] = self.maybe_retrain()
             did["vision_retrain"] = self.maybe_retrain(vision=True)
         if time.monotonic() - self.last_compact >= self.settings.compact_interval:
-            did["compact"] = self.store.compact(self.registry.trained_snapshots())
+            did["compact"] = self.store.compact(kept_snapshots(self.settings))
             self.last_compact = time.monotonic()
         logger.info("worker tick: %s", {k: _short(v) for k, v in did.items()})
         return did

@@ -124,7 +124,7 @@ class Registry:
                 for name, content in (extra_files or {}).items():
                     (folder / name).write_bytes(content)
                 mlflow.log_artifacts(str(folder), artifact_path=SERVING_DIR)
-            # Explicit requirements: inferring them spawns a subprocess and costs ~6 s.
+            # Explicit requirements: inferring them spawns a subprocess and costs seconds.
             # We trained this estimator ourselves, so the types it holds are the ones to trust.
             info = mlflow.sklearn.log_model(
                 estimator,
@@ -277,3 +277,10 @@ class Registry:
         self.client.set_model_version_tag(self.model_name, version, "run_id", run.info.run_id)
         logger.info("registered %s version %s (snapshot %s)", self.model_name, version, snapshot_id)
         return version
+
+
+def kept_snapshots(settings: Settings) -> list[int]:
+    """Every snapshot a registered model of either kind (tabular or vision) was trained on:
+    compaction keeps them readable, so every model's training set can be read back."""
+    models = (Registry.from_settings(settings), Registry.vision_from_settings(settings))
+    return sorted({snapshot for r in models for snapshot in r.trained_snapshots()})
