@@ -43,9 +43,9 @@ def telemetry_config() -> TelemetryConfig:
     OpenTelemetry (an `OTEL_*` variable, or `FASTAPI_OTEL_AUTO_CONFIGURE`), off otherwise.
 
     With them on and nothing configured, FastAPI asks the OpenTelemetry API for its global
-    providers on every request to find out that there are none: 8.5 µs a request in a
-    one-off timing, where single-row /predict at 4,500 requests/s leaves the event loop about
-    220 µs a request."""
+    providers on every request to find out that there are none: a cost that a single-row
+    /predict pays on the event loop for nothing (`python -m benchmarks --only serving`
+    measures its requests/s)."""
     on = (
         any(k.startswith("OTEL_") for k in os.environ)
         or "FASTAPI_OTEL_AUTO_CONFIGURE" in os.environ

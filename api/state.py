@@ -12,16 +12,13 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipelines.loop.monitoring import Monitor
-from pipelines.models.registry import Registry
 from pipelines.ops import logs, supervisor
 from pipelines.serving import bulkjson
-from pipelines.serving.band import Band
 from pipelines.serving.model import ModelHolder
 from pipelines.serving.predict import Batcher
-from pipelines.serving.services import Serving, VisionServing
+from pipelines.serving.services import Serving, ServingParts, VisionServing
 from pipelines.settings import Settings
 from pipelines.store import Store
-from pipelines.store.spool import PredictionLog
 
 if TYPE_CHECKING:  # the vision extra is optional: imported only when it is there
     from pipelines.vision.image_log import ImageLog
@@ -31,11 +28,12 @@ logger = logging.getLogger(__name__)
 GC_THRESHOLDS = (50_000, 20, 10)
 """The cyclic GC's thresholds in a serving process (Python's defaults: 700, 10, 10).
 
-A 10k-row request allocates 10k-20k containers (its parsed rows), each 700 of which started a
-young collection that walked the rows still alive. After 50k allocations a young collection
-runs once every few such requests, and finds mostly what finished ones left. The server's
-long-lived objects are frozen at start-up (`gc.freeze`), so the rarer full collections stay
-short. (`python -m benchmarks --only serving` prints the server's CPU per 10k-row batch.)
+A 10k-row request allocates 10k-20k containers (its parsed rows); with the defaults, each 700
+of them start a young collection that walks the rows still alive. After 50k allocations a
+young collection runs once every few such requests, and finds mostly what finished ones left.
+The server's long-lived objects are frozen at start-up (`gc.freeze`), so the rarer full
+collections stay short. (`python -m benchmarks --only serving` prints the server's CPU per
+10k-row batch.)
 """
 
 
@@ -163,7 +161,7 @@ class Metrics:
 
 
 @dataclass
-class AppState:
+class AppState(ServingParts):
     settings: Settings
     store: Store
     serving: Serving  # the registry, the champion, the prediction log, the band
@@ -175,22 +173,6 @@ class AppState:
 
     def __post_init__(self) -> None:
         self.batcher = Batcher(self.log, self.band)
-
-    @property
-    def registry(self) -> Registry:
-        return self.serving.registry
-
-    @property
-    def models(self) -> ModelHolder:
-        return self.serving.models
-
-    @property
-    def log(self) -> PredictionLog:
-        return self.serving.log
-
-    @property
-    def band(self) -> Band:
-        return self.serving.band
 
     @property
     def vision(self) -> ModelHolder | None:
@@ -222,7 +204,7 @@ class AppState:
         bulkjson.warm_up()
         # What start-up loaded (MLflow, scikit-learn, onnxruntime, pandas…) lives as long as the
         # process; frozen, the cyclic GC stops re-scanning it in every full collection, which
-        # would stall all requests for 100+ ms (the p99 of /predict under load).
+        # would stall every request in flight meanwhile (it shows in /predict's p99 under load).
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)

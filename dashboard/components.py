@@ -178,8 +178,8 @@ def log_tail(path_name: str, lines: Sequence[str]) -> html.Div:
 
 def condition_rows(check: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The retraining conditions (`retraining_conditions.check`) as rows: each figure, its
-    threshold, and
-    `crossed` when the figure is past the threshold (a trigger that holds, or a block).
+    threshold, and `crossed` when the figure is past the threshold (a trigger that holds, or a
+    block).
 
     The decision itself stays `retraining_policy.decide`'s; these rows only show its inputs.
     """

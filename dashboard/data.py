@@ -7,9 +7,9 @@ cursor).
 
 The lake is attached twice: `store`, read-only, for every page read, and `writer` for the few
 writes (feedback, labels, promotions, retrain events, the prediction log): page reads can't
-take a write lock by mistake. (The ~1 s stalls that concurrent reads once showed came from
-SQLite's fixed 1 s busy sleep; `Lake` now keeps its busy timeout below that and retries,
-which makes them rare, not impossible: see `lake.SQLITE_BUSY_TIMEOUT_MS`.)
+take a write lock by mistake. (Concurrent reads can still meet a rare stall of a whole second,
+SQLite's busy sleep; `Lake` keeps its busy timeout below that and retries, which makes such
+stalls rare, not impossible: see `lake.SQLITE_BUSY_TIMEOUT_MS`.)
 
 The dashboard predicts and labels like the API does, so it holds a `PredictionLog` of its own:
 the Predict page's answers are logged durably before they are shown, like any prediction.
@@ -28,14 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.loop.feedback import FeedbackError, give
-from pipelines.models.registry import Registry
 from pipelines.schema import FeatureSchema, SchemaError
-from pipelines.serving.band import Band
-from pipelines.serving.model import ModelHolder
-from pipelines.serving.services import Serving
+from pipelines.serving.services import Serving, ServingParts
 from pipelines.settings import Settings
 from pipelines.store import Store
-from pipelines.store.spool import PredictionLog
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +40,7 @@ _RANGES_LOCK = threading.Lock()
 
 
 @dataclass
-class Services:
+class Services(ServingParts):
     settings: Settings
     store: Store  # read-only: every page read
     writer: Store  # read-write: feedback, labels, promotions, retrain events, prediction log
@@ -65,22 +61,6 @@ class Services:
             writer=writer,
             serving=Serving.start(settings, writer),
         )
-
-    @property
-    def registry(self) -> Registry:
-        return self.serving.registry
-
-    @property
-    def models(self) -> ModelHolder:
-        return self.serving.models
-
-    @property
-    def log(self) -> PredictionLog:
-        return self.serving.log
-
-    @property
-    def band(self) -> Band:
-        return self.serving.band
 
     def gather(self, **reads: Callable[[], Any]) -> dict[str, Any]:
         """Run independent reads at once; their results by name (the first error is raised)."""

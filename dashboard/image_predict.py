@@ -14,11 +14,9 @@ from typing import Any
 import dash
 from dash import ALL, Input, Output, State, callback, dcc, html, no_update
 
-from dashboard import components as c
 from dashboard import figures, security
 from dashboard.data import services
 from dashboard.vision import vision
-from pipelines.schema import SchemaError
 
 IMAGE_TRUE_CLASS = "predict-image-true-class"
 
@@ -208,5 +206,3 @@ def image_feedback(
     )
     said = f"true class {label}" if label is not None else result["prediction_id"][:12]
     return f"thanks: {said} recorded ({'correct' if correct else 'wrong'})", "message success"
-
-

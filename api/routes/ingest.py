@@ -58,8 +58,9 @@ def _store(state: StateDep, source: str, **batch: Any) -> IngestOut:
 
 @router.post("/batch", response_model=IngestOut, openapi_extra=documented(IngestIn))
 async def ingest_batch(state: StateDep, request: Request) -> IngestOut:
-    # Parsed on a worker thread with the rest: on the event loop, a 10k-row body's parsing held
-    # up every other request's reading (4 clients sending batches queued behind each other).
+    # Parsed on a worker thread with the rest: on the event loop, a 10k-row body's parsing would
+    # hold up every other request's reading (clients sending batches at once would queue behind
+    # each other).
     return await run_in_threadpool(_ingest_body, state, await request.body())
 
 

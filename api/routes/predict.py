@@ -82,12 +82,12 @@ async def answer(state: AppState, body: bytes, started: float) -> bytes:
 class PredictFastPath:
     """POST /predict as plain ASGI, in front of FastAPI's routing and exception layers.
 
-    /predict is the hot path: one row per call, thousands of calls a second. Under wrk, the
-    request/response objects, the exception and exit-stack middlewares and the router were
-    about a quarter of its CPU (FastAPI and Starlette frames: 19% and 28% of the samples in
-    two py-spy profiles). This middleware answers it directly with `answer` (the same function
-    the documented route calls) and hands every other request on untouched. It sits inside
-    the server-error middleware, so an unexpected error is still a logged JSON 500.
+    /predict is the hot path: one row per call, thousands of calls a second. For such a small
+    answer, the request/response objects, the exception and exit-stack middlewares and the
+    router are a large share of its CPU (`python -m benchmarks --only serving` measures its
+    requests/s). This middleware answers it directly with `answer` (the same function the
+    documented route calls) and hands every other request on untouched. It sits inside the
+    server-error middleware, so an unexpected error is still a logged JSON 500.
     """
 
     def __init__(self, app: ASGIApp) -> None:

@@ -75,6 +75,29 @@ class Serving:
         self.log.close()
 
 
+class ServingParts:
+    """Shortcuts to the parts of a holder's `serving`, for the API's state and the dashboard's
+    services, which both hold one `Serving` and read its parts by name."""
+
+    serving: Serving
+
+    @property
+    def registry(self) -> Registry:
+        return self.serving.registry
+
+    @property
+    def models(self) -> ModelHolder:
+        return self.serving.models
+
+    @property
+    def log(self) -> PredictionLog:
+        return self.serving.log
+
+    @property
+    def band(self) -> Band:
+        return self.serving.band
+
+
 @dataclass
 class VisionServing:
     """The vision champion and the image log of one process."""

@@ -214,21 +214,22 @@ def inspection_page(
     until: dt.datetime | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Recent predictions, newest first, filtered and paged (GET /api/inspection-logs, the
-    Inspections page): the same page as the plain `Store.inspection_logs`, read from the
-    newest files only.
+    Inspections page): the same page as a plain top-N query over the whole table, read from
+    the newest files only.
 
     The plain top-N query reads the wide columns (features, probabilities) of every matching
-    row: 0.1-0.7 s with 10M predictions. Predictions are written in time order, so the page
-    is looked for in the last hour first, then in 4x wider spans back in time, until the span
-    holds `offset + limit` matches; each probe is a count that DuckLake answers from the
-    files of its span (or their statistics). Within that span the page's keys (`ts`,
+    row, a cost that grows with the predictions stored (`python -m benchmarks --only
+    dashboard` times the Inspections page over 10M). Predictions are written in time order,
+    so the page is looked for in the last hour first, then in 4x wider spans back in time,
+    until the span holds `offset + limit` matches; each probe is a count that DuckLake answers
+    from the files of its span (or their statistics). Within that span the page's keys (`ts`,
     `prediction_id`) are sorted first, and whole rows are read for those keys only.
     """
     oldest, newest = store.lake.rows("SELECT min(ts), max(ts) FROM lake.predictions")[0]
     if oldest is None:
         return 0, []
-    # A time bound that excludes nothing is dropped: evaluating it row by row doubled the
-    # cost of a filtered count over a week of 10M predictions (0.1 s → 0.25 s).
+    # A time bound that excludes nothing is dropped: it prunes no file, and evaluating it row
+    # by row would add to a filtered count's cost over every row in range.
     if since is not None and since <= oldest:
         since = None
     if until is not None and until > newest:
