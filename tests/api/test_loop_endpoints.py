@@ -111,8 +111,8 @@ def test_trigger_is_refused_while_a_run_holds_the_lock(client: TestClient, train
         ({"state": "ok", "ruleName": "drift"}, "no firing alert"),
     ],
 )
-def test_webhook_acknowledges_resolved_alerts(client: TestClient, payload, why) -> None:
-    r = client.post("/webhook/alert", json=payload)
+def test_webhook_acknowledges_resolved_alerts(refusing_client: TestClient, payload, why) -> None:
+    r = refusing_client.post("/webhook/alert", json=payload)
     assert r.status_code == 200 and r.json() == {"started": False, "why": f"{why} in the payload"}
 
 
@@ -120,11 +120,12 @@ def test_webhook_acknowledges_resolved_alerts(client: TestClient, payload, why) 
     "payload",
     [[1, 2], {"alerts": "many"}, {"alerts": [1]}, {"hello": "world"}],
 )
-def test_webhook_rejects_what_is_not_an_alert(client: TestClient, payload) -> None:
-    r = client.post("/webhook/alert", json=payload)
+def test_webhook_rejects_what_is_not_an_alert(refusing_client: TestClient, payload) -> None:
+    r = refusing_client.post("/webhook/alert", json=payload)
     assert r.status_code == 422 and r.json()["detail"]
 
 
+@pytest.mark.e2e
 def test_webhook_firing_alert_starts_a_run(client: TestClient, trained_copy: Path) -> None:
     payload = {
         "receiver": "driftlab",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from pipelines import demo
@@ -26,6 +27,7 @@ def test_no_drift_on_the_same_population(client: TestClient) -> None:
     assert summary["dataset_drift"] is False, summary["drifted_features"]
 
 
+@pytest.mark.slow
 def test_shifted_stream_is_detected_with_its_performance(client: TestClient) -> None:
     send(client, SPLIT.shifted.head(300))
     summary = client.post("/monitoring/run", params={"window_size": 300}).json()

@@ -27,6 +27,8 @@ from pipelines.store import Store
 from pipelines.vision.images import FEATURE_COLUMNS
 from tests.conftest import make_settings
 
+pytestmark = pytest.mark.slow  # hypothesis: 20 drawn examples per write path
+
 SPLIT = demo.demo_split(name="survey")
 CATEGORICAL = ["occupation", "occupation_husb"]
 NUMERIC = [name for name in SPLIT.features if name not in CATEGORICAL]

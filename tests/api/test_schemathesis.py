@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.helpers import ApiServer
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def live(trained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:

@@ -4,9 +4,11 @@ security battery; together they are the contract `api.guard` and the store keep.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +83,8 @@ def test_a_refused_first_batch_fixes_no_schema(tmp_path: Path) -> None:
 
 
 def test_negative_zero_is_stored_as_zero_and_breaks_no_read(client: TestClient) -> None:
-    """`-0.0` used to break every later read of its table (an inlined STRUCT); it is stored
-    as 0.0 (see `pipelines.schema.stored_number`) and every reader keeps working."""
+    """`-0.0` in an inlined STRUCT breaks every later read of its table, so it is stored as
+    0.0 (see `pipelines.schema.stored_number`) and every reader keeps working."""
     row = [-0.0, 27, 13, 3, 1, 14, "white-collar", "professional"]
     out = client.post("/predict", json={"features": [row]})
     assert out.status_code == 200
@@ -116,21 +118,28 @@ WRITES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def keyed(trained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """An app with a key and a 1 MB body limit, shared by tests whose requests it refuses."""
+    data = tmp_path_factory.mktemp("keyed") / "data"
+    shutil.copytree(trained_dir, data)
+    with local(create_app(make_settings(data, api_key=KEY, max_body_bytes=1_000_000))) as c:
+        yield c
+
+
 @pytest.mark.parametrize(("path", "body"), WRITES)
 def test_every_write_checks_key_size_and_type_before_its_body(
-    trained_copy: Path, path: str, body: dict
+    keyed: TestClient, path: str, body: dict
 ) -> None:
-    app = create_app(make_settings(trained_copy, api_key=KEY, max_body_bytes=1_000_000))
     big = b'{"x": "' + b"a" * 2_000_000 + b'"}'
-    with local(app) as c:
-        r = c.post(path, content=big, headers={"content-type": "application/json"})
-        assert r.status_code == 401, r.text  # the key first: an anonymous body is never read
-        assert r.headers["www-authenticate"] == "Bearer"
-        key = {"X-API-Key": KEY}
-        r = c.post(path, content=big, headers={**key, "content-type": "application/json"})
-        assert r.status_code == 413 and "1000000-byte limit" in r.json()["detail"]
-        r = c.post(path, content=orjson.dumps(body), headers={**key, "content-type": "text/plain"})
-        assert r.status_code == 415 and "application/json" in r.json()["detail"]
+    r = keyed.post(path, content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 401, r.text  # the key first: an anonymous body is never read
+    assert r.headers["www-authenticate"] == "Bearer"
+    key = {"X-API-Key": KEY}
+    r = keyed.post(path, content=big, headers={**key, "content-type": "application/json"})
+    assert r.status_code == 413 and "1000000-byte limit" in r.json()["detail"]
+    r = keyed.post(path, content=orjson.dumps(body), headers={**key, "content-type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["detail"]
 
 
 def test_ndjson_stream_is_limited_like_any_body(trained_copy: Path) -> None:
@@ -181,6 +190,7 @@ def rss_peak_kb(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.e2e
 def test_a_real_server_answers_before_reading_what_it_refuses(server: ApiServer) -> None:
     port = server.port
     head = f"POST /feedback HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode()
@@ -342,8 +352,8 @@ def test_error_messages_never_echo_a_large_input(client: TestClient) -> None:
 def test_the_retrain_command_line_takes_client_text_as_values_only(
     trained_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A `who` of "--help" used to reach the retrain's argument parser as an option: the run
-    printed its help, never started, and stayed `queued`."""
+    """Client text reaches the retrain's argument parser only as a value: a `who` of "--help"
+    taken as an option would print the help instead of running, leaving the run `queued`."""
     started: list[list[str]] = []
 
     class Recorder:

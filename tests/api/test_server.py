@@ -39,6 +39,7 @@ def hammer(url: str, stop: threading.Event, acked: list, failures: list, version
             versions.add(out["model_version"])
 
 
+@pytest.mark.e2e
 def test_acknowledged_predictions_survive_kill_9(trained_copy: Path) -> None:
     # A long flush interval: when the process dies, the acknowledged rows are only in the spool.
     server = ApiServer(trained_copy, DRIFTLAB_FLUSH_INTERVAL="60")
@@ -74,6 +75,7 @@ def test_acknowledged_predictions_survive_kill_9(trained_copy: Path) -> None:
         restarted.stop()
 
 
+@pytest.mark.e2e
 def test_hot_swap_under_concurrent_requests(trained_copy: Path) -> None:
     server = ApiServer(trained_copy, DRIFTLAB_RELOAD_INTERVAL="0.3")
     server.start()
@@ -108,6 +110,7 @@ def test_hot_swap_under_concurrent_requests(trained_copy: Path) -> None:
     assert len(acked) > 50
 
 
+@pytest.mark.e2e
 def test_new_data_and_training_serve_without_restart(api_server: ApiServer) -> None:
     """The user story: POST labeled rows, train in another process, /predict moves on."""
     split = demo.demo_split(name="survey")
@@ -143,9 +146,10 @@ def test_bootstrap_store_from_api(tmp_path: Path) -> None:
     assert result.promoted and result.n_train + result.n_test == 300 and 30 < result.n_test < 90
 
 
+@pytest.mark.e2e
 def test_workers_of_a_killed_api_supervisor_stop_and_free_the_port(trained_copy: Path) -> None:
-    """`kill -9` of `driftlab api` with two worker processes: they used to go on serving on
-    the port; now each gets SIGTERM from the kernel, flushes its log and exits."""
+    """`kill -9` of `driftlab api` with two worker processes: each gets SIGTERM from the
+    kernel, flushes its log and exits, so none goes on serving on the port."""
     server = ApiServer(trained_copy, DRIFTLAB_API_WORKERS="2")
     server.start(timeout=120)
     assert server.proc is not None

@@ -39,16 +39,16 @@ def row(**change: object) -> dict:
         ({"features": [None]}, "features[0] must be a list"),
     ],
 )
-def test_predict_rejects(client: TestClient, body: object, message: str) -> None:
-    r = client.post("/predict", json=body)
+def test_predict_rejects(refusing_client: TestClient, body: object, message: str) -> None:
+    r = refusing_client.post("/predict", json=body)
     assert r.status_code == 422, r.text
     assert message in r.json()["detail"]
 
 
 @pytest.mark.parametrize("raw", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
-def test_predict_rejects_non_finite(client: TestClient, raw: bytes) -> None:
+def test_predict_rejects_non_finite(refusing_client: TestClient, raw: bytes) -> None:
     body = b'{"features": [[4, %s, 6, 1, 3, 14, "white-collar", "professional"]]}' % raw
-    r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    r = refusing_client.post("/predict", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422
     assert "age" in r.json()["detail"] or "JSON" in r.json()["detail"]
 
@@ -67,12 +67,14 @@ MANY = 300  # good rows before a bad one: the body is over bulkjson.MIN_BYTES (f
         ({"records": [row()], "extra": 1}, "unknown field(s) ['extra']"),
     ],
 )
-def test_a_large_body_gets_the_same_messages(client: TestClient, body: dict, message: str) -> None:
+def test_a_large_body_gets_the_same_messages(
+    refusing_client: TestClient, body: dict, message: str
+) -> None:
     form = "features" if "features" in body else "records"
     good = [list(r.values()) for r in GOOD] if form == "features" else GOOD
     large = {**body, form: good * (MANY // len(GOOD)) + body[form]}
     for path in ("/predict", "/ingest/batch"):
-        r = client.post(path, json=large)
+        r = refusing_client.post(path, json=large)
         assert r.status_code == 422, r.text
         assert message in r.json()["detail"]
 

@@ -93,7 +93,10 @@ def test_per_minute_versions_and_champion_since(store: Store, traffic_dir: Path)
     assert all(m["uncertain"] <= m["n"] for m in minutes)
     assert dq.prediction_counts_by_version(store) == {info.version: 120}
     since = dq.champion_since(store, registry.model_name, info.version)
-    assert since is not None and since <= now
+    promoted = [e for e in store.model_events(registry.model_name) if e["event"] == "promoted"]
+    assert [(e["to_version"], e["ts"]) for e in promoted] == [(info.version, since)]
+    registered = dt.datetime.fromtimestamp(info.created_at_ms / 1000, dt.UTC)
+    assert registered <= since <= now
     assert dq.detections(store, "no-such-id") == []
 
 
@@ -102,8 +105,10 @@ def test_latest_check_by_trigger(  # last: it adds a check to the module's store
 ) -> None:
     settings = make_settings(traffic_dir)
     assert dq.latest_check_by(store, "worker") is None
+    before = dt.datetime.now(dt.UTC)
     Monitor(settings, store, Registry.from_settings(settings)).check(trigger="worker")
-    assert dq.latest_check_by(store, "worker") is not None
+    heartbeat = dq.latest_check_by(store, "worker")
+    assert heartbeat is not None and before <= heartbeat <= dt.datetime.now(dt.UTC)
 
 
 @pytest.mark.parametrize(

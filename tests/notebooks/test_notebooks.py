@@ -28,6 +28,7 @@ def test_notebooks_are_thin_and_committed_without_outputs(name: str) -> None:
             assert not cell.outputs and "def " not in cell.source
 
 
+@pytest.mark.slow
 def test_train_notebook_seeds_an_empty_store_and_registers(settings: Settings) -> None:
     out = run_notebook("train", settings, {"n_estimators": 5, "max_depth": 4})
     result = json.loads(out.with_suffix(".json").read_text())
@@ -39,6 +40,7 @@ def test_train_notebook_seeds_an_empty_store_and_registers(settings: Settings) -
     assert len(store.labeled_rows(result["snapshot_id"])) == result["n_train"] + result["n_test"]
 
 
+@pytest.mark.slow
 def test_drift_notebook_writes_results_and_evidently_html(trained_copy: Path) -> None:
     from fastapi.testclient import TestClient
 
@@ -59,6 +61,7 @@ def test_drift_notebook_writes_results_and_evidently_html(trained_copy: Path) ->
     assert Store.open(s).latest_drift_results()[0]["run_id"] == result["run_id"]
 
 
+@pytest.mark.slow
 def test_explore_notebook_reads_the_live_store(trained_copy: Path) -> None:
     out = run_notebook("explore", make_settings(trained_copy), {"recent": 5})
     nb = nbformat.read(out, as_version=4)

@@ -48,6 +48,7 @@ def test_refuses_public_bind_without_key(tmp_path: Path) -> None:
     cli.check_bind("127.0.0.1", make_settings(tmp_path))
 
 
+@pytest.mark.e2e
 def test_models_list_and_rollback_from_the_shell(trained_copy: Path) -> None:
     def driftlab(*args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "DRIFTLAB_DATA_DIR": str(trained_copy)}
@@ -62,9 +63,10 @@ def test_models_list_and_rollback_from_the_shell(trained_copy: Path) -> None:
     assert refused.returncode == 1 and "no earlier champion" in refused.stderr
 
 
+@pytest.mark.e2e
 def test_the_processes_of_a_killed_up_stop(trained_copy: Path) -> None:
-    """`kill -9` of `driftlab up`: its API, worker and dashboard used to go on running (and
-    holding their ports); the kernel now sends each of them SIGTERM."""
+    """`kill -9` of `driftlab up`: the kernel sends its API, worker and dashboard SIGTERM,
+    so none goes on running and holding its port."""
     api_port, dashboard_port = free_port(), free_port()
     env = {
         **os.environ,

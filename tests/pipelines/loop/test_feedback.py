@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,15 @@ def served(trained_copy: Path) -> Iterator[tuple[Store, PredictionLog, ServingMo
         store.close()
 
 
+@pytest.fixture(scope="module")
+def schema(trained_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> FeatureSchema:
+    """The champion's schema (classes "0" and "1"), for the checks that need nothing else."""
+    data = tmp_path_factory.mktemp("feedback") / "data"
+    shutil.copytree(trained_dir, data)
+    registry = Registry.from_settings(make_settings(data))
+    return load_version(registry, registry.alias_version("champion") or "").schema
+
+
 def _predict(model: ServingModel, log: PredictionLog) -> dict[str, Any]:
     store = log.store
     columns = store.labeled_rows().columns
@@ -59,9 +69,9 @@ def _other(schema: FeatureSchema, label: str) -> str:
     ],
 )
 def test_verdict_stores_the_label_and_derives_correct(
-    served: tuple[Store, PredictionLog, ServingModel], label: Any, correct: Any, expected: Any
+    schema: FeatureSchema, label: Any, correct: Any, expected: Any
 ) -> None:
-    assert verdict(served[2].schema, "1", label=label, correct=correct) == expected
+    assert verdict(schema, "1", label=label, correct=correct) == expected
 
 
 @pytest.mark.parametrize(
@@ -72,11 +82,9 @@ def test_verdict_stores_the_label_and_derives_correct(
         ("0", True, '"correct": True contradicts the label and the prediction'),
     ],
 )
-def test_verdict_refuses(
-    served: tuple[Store, PredictionLog, ServingModel], label: Any, correct: Any, message: str
-) -> None:
+def test_verdict_refuses(schema: FeatureSchema, label: Any, correct: Any, message: str) -> None:
     with pytest.raises(InvalidFeedback, match=message):
-        verdict(served[2].schema, "1", label=label, correct=correct)
+        verdict(schema, "1", label=label, correct=correct)
 
 
 def test_feedback_on_a_pending_prediction_flushes_it_and_keeps_lineage(

@@ -181,7 +181,7 @@ def test_decision_and_conditions_serialize_to_json():
     assert figures["drifted_features"] == ["a"]
     assert figures["errors_per_class"] == {"cat": 12}
     assert json.loads(json.dumps(POLICY.to_dict()))["min_new_labels"] == 50
-    assert isinstance(decision, Decision)
+    assert Decision(**payload) == decision  # the JSON holds every field
 
 
 def _metrics(macro_f1=0.80, accuracy=0.82, log_loss=0.50, **recalls):

@@ -67,6 +67,7 @@ def test_conditions_gather_the_figures_from_the_store(loop) -> None:
     assert figures.champion_accuracy == pytest.approx(champion.metrics["accuracy"])
 
 
+@pytest.mark.slow
 def test_a_run_trains_on_history_plus_labels_and_gates_on_shared_heldout(loop) -> None:
     settings, store, registry = loop
     serve_and_label(settings, store, registry, 600)
@@ -98,6 +99,7 @@ def test_a_run_trains_on_history_plus_labels_and_gates_on_shared_heldout(loop) -
         assert now == champion and registry.alias_version(CHALLENGER) == result["candidate_version"]
 
 
+@pytest.mark.slow
 def test_the_gate_never_promotes_a_degraded_challenger(loop) -> None:
     settings, store, registry = loop
     serve_and_label(settings, store, registry, 300)

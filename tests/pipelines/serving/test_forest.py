@@ -98,7 +98,7 @@ def test_file_round_trip(digits, tmp_path: Path) -> None:
     loaded = CompiledForest.load(path)
     assert loaded.depth == forest.depth
     np.testing.assert_array_equal(loaded.predict_proba(x), forest.predict_proba(x))
-    # Files registered before the indexes became unsigned hold them as int32.
+    # A file may hold its indexes as int32: they load as uint32, with the same answers.
     old = {k: getattr(forest, k) for k in ("child", "feature", "threshold", "value", "roots")}
     old.update({k: old[k].astype(np.int32) for k in ("child", "feature", "roots")})
     np.savez(path, depth=np.int64(forest.depth), **old)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
+import pytest
+
 from pipelines.loop.ingestion import ingest
 from pipelines.store import Store
 from tests.conftest import make_settings
+
+pytestmark = pytest.mark.slow
 
 WRITERS, COMMITS, ROWS = 3, 50, 20
 
@@ -36,6 +40,7 @@ def _reader(data_dir: str, stop: mp.Event, errors: mp.Queue, seen: mp.Queue) -> 
                 errors.put(f"reader saw the row count go back from {last} to {n}")
             last = n
         seen.put(last)
+        seen.put(int(store.lake.scalar("SELECT count(*) FROM lake.ingested_rows")))
     except Exception as exc:
         errors.put(f"reader: {exc!r}")
 
@@ -60,7 +65,9 @@ def test_three_writers_and_a_reader(tmp_path: Path) -> None:
         problems.append(errors.get())
     assert problems == []
     assert all(p.exitcode == 0 for p in [*writers, reader])
-    assert seen.get(timeout=5) >= 1
+    # The reader, attached before any writer started, sees every row once they are done.
+    last, final = seen.get(timeout=5), seen.get(timeout=5)
+    assert 1 <= last <= final == WRITERS * COMMITS * ROWS + 1
     counts = dict(
         store.lake.rows(
             "SELECT label, count(*) FROM lake.ingested_rows WHERE batch_id <> 'schema' GROUP BY 1"

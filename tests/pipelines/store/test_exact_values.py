@@ -1,5 +1,5 @@
-"""Values come back from the lake exactly as they went in, and a store whose feature rows were
-inlined by an older driftlab is repaired by `driftlab repair`."""
+"""Values come back from the lake exactly as they went in, and `driftlab repair` moves feature
+rows inlined in the catalog to Parquet without changing a value."""
 
 from __future__ import annotations
 
@@ -76,6 +76,7 @@ def insert(con: duckdb.DuckDBPyConnection, text: str, x: float) -> None:
     con.execute("INSERT INTO lake.t SELECT * FROM _rows")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", HOSTILE_TEXT)
 def test_plain_ducklake_changes_inlined_struct_text_unless_the_table_is_parquet_only(
     tmp_path: Path, text: str
@@ -172,11 +173,12 @@ def repair(settings: Settings) -> list[dict[str, Any]]:
     return json.loads(done.stdout)
 
 
+@pytest.mark.e2e  # `driftlab repair` from the shell, twice
 def test_repair_recovers_inlined_feature_rows_exactly_at_every_snapshot(
     settings: Settings,
 ) -> None:
     store = Store.open(settings)
-    for table in FEATURE_TABLES:  # a store from before: its feature tables inline small commits
+    for table in FEATURE_TABLES:  # a store whose feature tables inline small commits
         store.lake.write(
             lambda cur, t=table: cur.execute(
                 "CALL lake.set_option('data_inlining_row_limit', 200, table_name => ?)", [t]

@@ -16,6 +16,8 @@ from pipelines.vision import data, datasets, yolo
 from pipelines.vision.offline import prepare_offline
 from pipelines.vision.predictor import Predictor, nms
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -75,7 +77,10 @@ def test_detection_train_validate(detector: tuple, workdir: Path) -> None:
     assert result.run_dir.parent == (workdir / "runs").resolve()
     assert set(result.metrics) >= {"map50_95", "map50", "precision", "recall"}
     metrics = yolo.validate(result.weights, data_yaml, workdir / "runs", imgsz=64)
-    assert 0.0 <= metrics[yolo.PRIMARY_METRIC["detect"]] <= 1.0
+    # The best weights on the same val split: the figures training's final validation gave.
+    for name in ("map50_95", "map50", "precision", "recall"):
+        assert metrics[name] == pytest.approx(result.metrics[name], abs=1e-9), name
+    assert metrics["map50"] >= metrics[yolo.PRIMARY_METRIC["detect"]]  # 0.5 is the loosest IoU
 
 
 def test_detection_torch_and_onnx_agree(detector: tuple, workdir: Path) -> None:
