@@ -22,7 +22,7 @@ from tests.conftest import make_settings
 from tests.helpers import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
-# VERIFIED.md: the flags Debian's chromium needs to run headless here (as root, no GPU, offline).
+# The flags Debian's chromium needs to run headless as root, without a GPU, offline.
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

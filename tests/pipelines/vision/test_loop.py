@@ -514,7 +514,7 @@ def test_worker_starts_a_vision_retrain_when_due(
         is None
     )
     # One labeled image, one reviewed 7: each class counts the boxes it is short of or over.
-    predicted = Counter(d["name"] for d in out["detections"])
+    predicted = Counter(d["class"] for d in out["detections"])
     want = {c: abs((c == "7") - predicted[c]) for c in {*predicted, "7"}}
     assert verdict["should_retrain"] and verdict["figures"]["new_labels"] == 1
     assert verdict["figures"]["errors_per_class"] == {c: n for c, n in want.items() if n}
