@@ -16,8 +16,10 @@ PURE = [
     "pipelines.schema",
     "pipelines.sameorigin",
     "pipelines.drift",
+    "pipelines.estimation",
     "pipelines.loop.labeling_policy",
     "pipelines.loop.retraining_policy",
+    "pipelines.loop.promotion_gate",
     "pipelines.serving.band",
 ]
 """Modules of rules and statistics, importable (and testable) without a store, a registry,
