@@ -83,6 +83,20 @@ class Metrics:
         self.live_accuracy = Gauge(
             "driftlab_live_accuracy", "Accuracy of served predictions from feedback", registry=r
         )
+        # The latest check's performance of the champion on its window (`metric`: accuracy,
+        # macro_f1, and precision, recall, roc_auc for a binary model): estimated from its
+        # probabilities, the ends of the estimate's band, realized from labels, and the
+        # held-out reference the drop is measured from.
+        self.performance = {
+            kind: Gauge(f"driftlab_{kind}_performance", text, ["metric"], registry=r)
+            for kind, text in (
+                ("estimated", "Performance estimated from calibrated probabilities, latest check"),
+                ("estimated_low", "Lower end of the estimate's band, latest check"),
+                ("estimated_high", "Upper end of the estimate's band, latest check"),
+                ("realized", "Performance on the labeled predictions of the latest check"),
+                ("reference", "The champion's held-out performance"),
+            )
+        }
         self.log_pending = Gauge(
             "driftlab_prediction_log_pending_rows",
             "Predictions acknowledged, not yet in the lake",

@@ -196,6 +196,20 @@ class Settings(BaseSettings):
         description="Seconds between the worker's scans of the last hour's uncertain predictions "
         "for the labeling queue.",
     )
+    retrain_on: Literal["impact", "drift"] = Field(
+        "impact",
+        description="What drift must come with to trigger a retrain: `impact`, a significant "
+        "estimated or realized performance drop from the champion's reference (drift a model "
+        "has adapted to retrains nothing); `drift`, drift and new labels alone.",
+    )
+    retrain_estimated_drop: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Estimated (or realized) accuracy drop from the champion's held-out "
+        "accuracy that counts as harm, when its band also excludes zero. With new labels to "
+        "learn from, such a drop triggers a retrain on its own.",
+    )
     retrain_min_new_labels: int = Field(
         50,
         ge=0,

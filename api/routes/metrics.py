@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import StateDep
+from pipelines.loop import estimated_performance
 from pipelines.loop.monitoring import latest_summary
 
 router = APIRouter(tags=["monitoring"])
@@ -28,6 +29,17 @@ def prometheus(state: StateDep) -> Response:
     if latest["run_id"] is not None:
         m.drift_share.set(latest["drift_share"])
         m.dataset_drift.set(1.0 if latest["dataset_drift"] else 0.0)
+    estimate = estimated_performance.latest(state.store)
+    for name, figures in (estimate or {}).get("metrics", {}).items():
+        for kind, key in (
+            ("estimated", "estimated"),
+            ("estimated_low", "low"),
+            ("estimated_high", "high"),
+            ("realized", "realized"),
+            ("reference", "reference"),
+        ):
+            if figures.get(key) is not None:
+                m.performance[kind].labels(name).set(figures[key])
     accuracy = state.store.feedback_accuracy(serving.version if serving else None)["accuracy"]
     if accuracy is not None:
         m.live_accuracy.set(accuracy)
@@ -51,6 +63,7 @@ def metrics(state: StateDep) -> dict[str, Any]:
         else None,
         "rows": state.store.count_rows(),
         "drift": {k: v for k, v in latest_summary(state.store).items() if k != "features"},
+        "performance": estimated_performance.latest(state.store),
         # FPS, inference time, confidence histogram, defect rate, per class (None: no extra).
         "vision": _vision(state),
     }

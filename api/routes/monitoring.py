@@ -8,6 +8,8 @@ from fastapi import APIRouter, HTTPException, Query
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import StateDep
+from api.routes.retraining import ModelQuery
+from pipelines.loop import estimated_performance
 from pipelines.loop.monitoring import latest_summary
 from pipelines.schema import SchemaError
 
@@ -26,6 +28,30 @@ def drift_history(
     state: StateDep, runs: Annotated[int, Query(ge=1, le=1000)] = 50
 ) -> dict[str, Any]:
     return {"items": state.store.drift_history(limit_runs=runs)}
+
+
+@router.get("/api/metrics/performance")
+def performance(
+    state: StateDep,
+    model: ModelQuery = "tabular",
+    version: Annotated[
+        str | None,
+        Query(max_length=64, description="Only the checks of this model version."),
+    ] = None,
+    runs: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    """The model's performance estimated on each check's window from its calibrated
+    probabilities (before labels arrive), with its band, the realized figure where the
+    window's predictions were labeled, and the drop from the champion's held-out reference:
+    the latest check and the history of the last `runs` checks, oldest first."""
+    if model == "vision":
+        raise HTTPException(
+            422,
+            "performance is estimated from class probabilities, which only the tabular model "
+            "serves; the vision model's figures are in /api/retraining/conditions?model=vision",
+        )
+    history = estimated_performance.history(state.store, runs, version)
+    return {"model": model, "latest": history[-1] if history else None, "history": history}
 
 
 @router.post("/monitoring/run")

@@ -1,4 +1,5 @@
-"""Overview: traffic, latency, live accuracy, champion, drift, queue, last retrain, health.
+"""Overview: traffic, latency, live and estimated accuracy, champion, drift, queue, last
+retrain, health, and the champion's accuracy over time, estimated against realized.
 
 Refreshes every few seconds on its own. Every figure is one aggregation in DuckDB over a
 bounded time range (the last hour), so the page costs the same with 10M predictions stored.
@@ -14,9 +15,9 @@ import httpx
 from dash import Input, Output, callback, dcc, html
 
 from dashboard import components as c
-from dashboard import figures
+from dashboard import figures, performance
 from dashboard.data import services
-from pipelines.loop import labeling_queue, retraining_control
+from pipelines.loop import estimated_performance, labeling_queue, retraining_control
 from pipelines.loop.monitoring import latest_summary
 from pipelines.models.registry import CHAMPION
 from pipelines.ops import logs
@@ -36,6 +37,7 @@ def layout(**_: Any) -> html.Div:
             html.Div(id="overview-cards", className="cards"),
             html.Div(id="overview-health", className="panel"),
             html.Div(dcc.Graph(id="overview-throughput"), className="panel"),
+            html.Div(dcc.Graph(id="overview-performance"), className="panel"),
             html.Div(id="overview-vision", className="panel"),
             html.Div(
                 [html.H3("Latest log lines"), html.Div(id="overview-logs")], className="panel"
@@ -103,6 +105,9 @@ def refresh(_: int | None) -> tuple[list[html.Div], Any]:
         total=lambda: dq.prediction_count(s.store),
         accuracy=lambda: s.store.feedback_accuracy(serving.version if serving else None),
         drift=lambda: latest_summary(s.store),
+        estimate=lambda: (
+            estimated_performance.latest(s.store, serving.version) if serving else None
+        ),
         progress=lambda: labeling_queue.progress(s.store, s.settings, s.registry),
         retrain=lambda: retraining_control.status(s.settings, s.store),
         since=lambda: (
@@ -168,6 +173,7 @@ def refresh(_: int | None) -> tuple[list[html.Div], Any]:
             + (f" of v{serving.version}" if serving else ""),
         ),
         champion,
+        performance.card(got["estimate"]),
         drift_card,
         c.card(
             "Labeling queue",
@@ -181,6 +187,23 @@ def refresh(_: int | None) -> tuple[list[html.Div], Any]:
         "Predictions per minute, last hour",
         start=now - dt.timedelta(minutes=60),
         end=now,
+    )
+
+
+@callback(Output("overview-performance", "figure"), Input("overview-interval", "n_intervals"))
+def performance_chart(_: int | None) -> Any:
+    """The last checks' estimated accuracy with its band, the realized accuracy, the champion's
+    reference and the drop that counts as harm; each check's drifted features on hover."""
+    s = services()
+    got = s.gather(
+        checks=lambda: estimated_performance.history(s.store, runs=100),
+        drift=lambda: s.store.drift_history(limit_runs=100),
+    )
+    return performance.chart(
+        got["checks"],
+        performance.drifted_by_run(got["drift"]),
+        harm=s.settings.retrain_estimated_drop,
+        title="Accuracy: estimated (band) vs realized, last 100 checks",
     )
 
 

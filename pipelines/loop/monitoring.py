@@ -1,9 +1,11 @@
-"""Monitoring: drift of the inputs and outputs and live performance, from the store, on a window.
+"""Monitoring: drift of the inputs and outputs and performance, from the store, on a window.
 
 The reference is the champion's training set (its recorded snapshot) with the champion's own
 predictions on it; its profile is built once per champion and cached in memory and on disk, so
 a check pays only for the current window. The current window is the last `window_size`
-predictions (or a time range). Results go to `drift_results`, one row per column.
+predictions (or a time range). Results go to `drift_results`, one row per column, and the
+champion's estimated performance on the same window (`estimated_performance`) to
+`performance_estimates`, under the same run id.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pipelines.drift import (
     build_reference_profile,
     check_drift,
 )
+from pipelines.loop.estimated_performance import WindowEstimate, estimate_window
 from pipelines.models.registry import CHAMPION, Registry
 from pipelines.schema import CATEGORICAL, SchemaError
 from pipelines.serving.model import ServingModel, load_version
@@ -74,6 +77,7 @@ class CheckResult:
     window_start: Any = None
     window_end: Any = None
     records: list[dict[str, Any]] = field(default_factory=list)
+    estimate: WindowEstimate | None = None
 
     def summary(self) -> dict[str, Any]:
         out = {
@@ -85,6 +89,7 @@ class CheckResult:
             "performance": self.performance,
             "window_start": self.window_start,
             "window_end": self.window_end,
+            "estimated_performance": self.estimate.summary() if self.estimate else None,
         }
         if self.report is not None:
             out.update(self.report.summary())
@@ -266,6 +271,10 @@ class Monitor:
         perf = performance(
             labeled.column(PREDICTION).to_pylist(), labeled.column(LABEL).to_pylist(), classes
         )
+        info = self.registry.version(model.version)
+        estimate = estimate_window(
+            self.store, window.bounds, model, info.metrics, calibrated=model.calibration != "none"
+        )
         if n < policy.min_samples:
             return CheckResult(
                 run_id,
@@ -277,6 +286,7 @@ class Monitor:
                 "insufficient_data",
                 start,
                 end,
+                estimate=estimate,
             )
         report = check_drift(profile, window, policy)
         run = {
@@ -293,6 +303,9 @@ class Monitor:
         records = [{**run, **{k: r[k] for k in _PER_COLUMN}} for r in report.to_records()]
         if save:
             self.store.add_drift_results(records)
+            if estimate is not None:
+                keep = ("run_id", "ts", "window_start", "window_end", "trigger")
+                self.store.add_performance_estimates(estimate.records({k: run[k] for k in keep}))
         result = CheckResult(
             run_id,
             model.version,
@@ -304,6 +317,7 @@ class Monitor:
             start,
             end,
             records,
+            estimate,
         )
         logger.info(
             "drift check %s on %d predictions: dataset_drift=%s share=%.2f drifted=%s (%.2f s)",

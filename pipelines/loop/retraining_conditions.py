@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipelines.loop import estimated_performance
 from pipelines.loop.retraining_control import TABULAR, VISION, is_running, last_retrain_at
 from pipelines.loop.retraining_policy import Conditions, RetrainPolicy, decide
 from pipelines.models.registry import CHAMPION, Registry
@@ -27,8 +28,8 @@ def conditions(
 ) -> Conditions:
     """Gather the figures `retraining_policy.decide` needs from the store and the registry.
 
-    Drift counts only from a check of the current champion: a verdict about the previous
-    model says nothing about the one now serving.
+    Drift and the estimated performance count only from a check of the current champion: a
+    verdict about the previous model says nothing about the one now serving.
     """
     champion = registry.alias_version(CHAMPION)
     info = registry.version(champion) if champion else None
@@ -37,6 +38,8 @@ def conditions(
     features = [r for r in current if r["role"] == "feature"]
     p_values = [r["p_adjusted"] for r in features if r["p_adjusted"] is not None]
     accuracy = store.feedback_accuracy(champion)
+    estimate = estimated_performance.latest(store, champion) if champion else None
+    harm = (estimate or {}).get("metrics", {}).get(estimated_performance.HEADLINE, {})
     return Conditions(
         now=time.time() if now is None else now,
         dataset_drift=bool(current and current[0]["dataset_drift"]),
@@ -48,6 +51,11 @@ def conditions(
         live_accuracy=accuracy["accuracy"],
         n_feedback=accuracy["n"],
         champion_accuracy=info.metrics.get("accuracy") if info else None,
+        n_reference=int(info.metrics.get("n_test", 0)) if info else 0,
+        estimated_accuracy=harm.get("estimated"),
+        estimated_drop=harm.get("drop"),
+        estimated_drop_low=harm.get("drop_low"),
+        estimated_drop_high=harm.get("drop_high"),
         last_retrain_at=last_retrain_at(settings, store),
         running=is_running(settings),
     )

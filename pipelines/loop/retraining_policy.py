@@ -2,14 +2,23 @@
 
 ``decide(conditions, policy)``: a retrain is due when any of these holds:
 
-1. **Drift with labels to learn from**: the drift check flagged the dataset, or the drift share
-   reached ``drift_share_threshold`` (≥, as the drift engine's ``share_exceeded``), AND at least
-   ``min_new_labels`` labels arrived since the champion was trained. Retraining on drift alone
-   would refit on the same data as before.
-2. **Recurring errors**: some class collected ``fail_threshold`` or more errors in labels and
+1. **Harm with labels to learn from**: the champion's accuracy dropped from its held-out
+   (reference) accuracy by at least ``estimated_drop``, with a band that excludes zero, either
+   as estimated from the window's calibrated probabilities (``pipelines.estimation``, no labels
+   needed) or as realized on ``min_feedback`` or more labeled predictions; AND at least
+   ``min_new_labels`` labels arrived since the champion was trained (retraining without them
+   would refit on the same data as before).
+2. **Drift with labels to learn from**: the drift check flagged the dataset, or the drift share
+   reached ``drift_share_threshold`` (≥, as the drift engine's ``share_exceeded``), AND the new
+   labels. With ``retrain_on="impact"`` (the default) drift counts only together with harm (1):
+   drift persists after a model has adapted to it, and a model that is not hurt gains nothing
+   from a retrain; the decision then says "drift without estimated impact". Without any
+   estimate (a model that logs no probabilities), drift counts as under ``retrain_on="drift"``.
+3. **Recurring errors**: some class collected ``fail_threshold`` or more errors in labels and
    feedback.
-3. **Live accuracy below the floor**, measured on at least ``min_feedback`` labeled predictions
-   (fewer would let two unlucky answers trigger a retrain).
+4. **Live accuracy below the floor**, measured on at least ``min_feedback`` labeled predictions
+   (fewer would let two unlucky answers trigger a retrain). Concept shift (the same inputs now
+   meaning another class) shows here and in 3, never in an estimate made from probabilities.
 
 A raw p-value alone never triggers: at large windows every feature's p-value is tiny. The drift
 engine already combines corrected p-values with effect sizes into ``dataset_drift``; the minimum
@@ -19,10 +28,7 @@ Nothing starts while a retrain is running or within ``cooldown_s`` of the last o
 reported as ``blocked_by``, separately from the reasons, so the dashboard can say both "a retrain
 is due" and "but waits for the cooldown".
 
-``gate(champion_metrics, challenger_metrics, policy)`` promotes a challenger only if it beats the
-champion by ``gate_margin`` on the primary metric AND no class's recall drops by more than
-``class_tolerance``, both measured on the same held-out data (the caller's guarantee). Missing or
-non-numeric figures reject: a gate that cannot check does not pass.
+The promotion gate, which the same policy parameterizes, is `pipelines.loop.promotion_gate`.
 """
 
 from __future__ import annotations
@@ -32,24 +38,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = [
-    "LOWER_IS_BETTER",
-    "Conditions",
-    "Decision",
-    "FIXED",
-    "GateResult",
-    "RECENT",
-    "RetrainPolicy",
-    "decide",
-    "gate",
-    "gate_sets",
-]
-
-LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
-"""Metrics of ``training.evaluate`` where smaller is better; all others are higher-is-better."""
-
-RECALL_PREFIX = "recall_"
-SUPPORT_PREFIX = "support_"
+__all__ = ["Conditions", "Decision", "RetrainPolicy", "accuracy_drop", "decide"]
 
 # Metrics are floats computed on finite test sets: a delta that equals the threshold in decimals
 # (0.815 − 0.810) must not lose to binary rounding (0.00499999…).
@@ -82,6 +71,10 @@ class RetrainPolicy:
             by more than the tolerance.
         primary_metric: The metric the margin applies to, a key of ``training.evaluate``;
             macro-F1 weighs every class equally, so a majority-class gain cannot hide a loss.
+        retrain_on: "impact": drift triggers only with a significant drop (see the module
+            docstring); "drift": drift and new labels are enough.
+        estimated_drop: The accuracy drop from the reference that counts as harm (when its
+            band excludes zero too).
     """
 
     min_new_labels: int = 50
@@ -93,12 +86,21 @@ class RetrainPolicy:
     gate_margin: float = 0.005
     class_tolerance: float = 0.05
     primary_metric: str = "macro_f1"
+    retrain_on: str = "impact"
+    estimated_drop: float = 0.05
 
     def __post_init__(self) -> None:
+        if self.retrain_on not in ("impact", "drift"):
+            raise ValueError(f"retrain_on must be 'impact' or 'drift', got {self.retrain_on!r}")
         for name in ("min_new_labels", "fail_threshold", "min_feedback", "cooldown_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
-        for name in ("drift_share_threshold", "accuracy_floor", "class_tolerance"):
+        for name in (
+            "drift_share_threshold",
+            "accuracy_floor",
+            "class_tolerance",
+            "estimated_drop",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1]")
         if self.gate_margin < 0:
@@ -120,6 +122,8 @@ class RetrainPolicy:
             gate_margin=settings.gate_margin,
             class_tolerance=settings.gate_class_tolerance,
             primary_metric=settings.gate_metric,
+            retrain_on=settings.retrain_on,
+            estimated_drop=settings.retrain_estimated_drop,
         )
 
 
@@ -137,7 +141,13 @@ class Conditions:
         errors_per_class: Wrong predictions per true class, from labels and feedback.
         live_accuracy: Accuracy on predictions with feedback; None when there is none.
         n_feedback: How many predictions ``live_accuracy`` was measured on.
-        champion_accuracy: The champion's held-out accuracy, shown next to the live one.
+        champion_accuracy: The champion's held-out accuracy: the reference a drop is measured
+            from.
+        n_reference: How many held-out rows ``champion_accuracy`` was measured on.
+        estimated_accuracy: The latest check's accuracy estimated from the champion's
+            probabilities on its window; None without one.
+        estimated_drop: ``champion_accuracy`` minus the estimate, and ``estimated_drop_low``
+            and ``estimated_drop_high`` the ends of its band.
         last_retrain_at: When the last retrain started, epoch seconds; None if never.
         running: Whether a retrain is in progress.
     """
@@ -152,6 +162,11 @@ class Conditions:
     live_accuracy: float | None = None
     n_feedback: int = 0
     champion_accuracy: float | None = None
+    n_reference: int = 0
+    estimated_accuracy: float | None = None
+    estimated_drop: float | None = None
+    estimated_drop_low: float | None = None
+    estimated_drop_high: float | None = None
     last_retrain_at: float | None = None
     running: bool = False
 
@@ -183,26 +198,6 @@ class Decision:
         return asdict(self)
 
 
-@dataclass
-class GateResult:
-    """The verdict of ``gate``.
-
-    Attributes:
-        promote: Whether the challenger may become champion.
-        reasons: Every check's outcome as a sentence, failed ones first.
-        deltas: Challenger minus champion for every metric both have.
-        failures: How many of ``reasons`` (the first ones) are failed checks.
-    """
-
-    promote: bool
-    reasons: list[str] = field(default_factory=list)
-    deltas: dict[str, float] = field(default_factory=dict)
-    failures: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def decide(conditions: Conditions, policy: RetrainPolicy | None = None) -> Decision:
     """Whether to retrain now, and why (or why not).
 
@@ -215,11 +210,17 @@ def decide(conditions: Conditions, policy: RetrainPolicy | None = None) -> Decis
     reasons: list[str] = []
     not_met: list[str] = []
 
+    enough = c.new_labels >= p.min_new_labels
+    labels = f"{c.new_labels} new labels {'≥' if enough else '<'} {p.min_new_labels}"
     drift = _describe_drift(c, p)
-    if drift:
-        enough = c.new_labels >= p.min_new_labels
-        labels = f"{c.new_labels} new labels {'≥' if enough else '<'} {p.min_new_labels}"
+    harm, figures = _describe_harm(c, p)
+    if harm:
+        text = f"{harm} with {drift}" if drift else harm
+        (reasons if enough else not_met).append(f"{text} and {labels}")
+    elif drift and (p.retrain_on == "drift" or c.estimated_drop is None):
         (reasons if enough else not_met).append(f"{drift} and {labels}")
+    elif drift:
+        not_met.append(f"drift without estimated impact: {drift}, but {figures}")
 
     failing = sorted(
         ((n, str(cls)) for cls, n in c.errors_per_class.items() if n >= p.fail_threshold),
@@ -257,6 +258,45 @@ def decide(conditions: Conditions, policy: RetrainPolicy | None = None) -> Decis
     )
 
 
+def accuracy_drop(
+    reference: float, n_reference: int, observed: float, n_observed: int, z: float = 1.96
+) -> tuple[float, float, float]:
+    """``reference − observed`` and its band: both accuracies are binomial proportions, their
+    standard errors add in quadrature (normal approximation)."""
+    var = reference * (1 - reference) / max(n_reference, 1)
+    var += observed * (1 - observed) / max(n_observed, 1)
+    drop, half = reference - observed, z * math.sqrt(var)
+    return drop, drop - half, drop + half
+
+
+def _describe_harm(c: Conditions, p: RetrainPolicy) -> tuple[str | None, str]:
+    """The harm half of trigger 1 as text (None when no drop is significant), and the drop
+    figures in words either way (what "drift without estimated impact" shows)."""
+    found: list[str] = []
+    seen: list[str] = []
+    if c.estimated_drop is not None:
+        low, high = c.estimated_drop_low, c.estimated_drop_high
+        band = f"band {low:+.3f} to {high:+.3f}" if low is not None and high is not None else ""
+        text = f"estimated accuracy drop {c.estimated_drop:+.3f} ({band})"
+        significant = c.estimated_drop >= p.estimated_drop - _EPS and (low or 0.0) > 0
+        (found if significant and low is not None else seen).append(text)
+    if (
+        c.live_accuracy is not None
+        and c.champion_accuracy is not None
+        and c.n_feedback >= p.min_feedback
+        and c.n_reference > 0
+    ):
+        drop, low, high = accuracy_drop(
+            c.champion_accuracy, c.n_reference, c.live_accuracy, c.n_feedback
+        )
+        text = f"realized accuracy drop {drop:+.3f} (band {low:+.3f} to {high:+.3f})"
+        (found if drop >= p.estimated_drop - _EPS and low > 0 else seen).append(text)
+    if found:
+        return " and ".join(found) + f" ≥ {p.estimated_drop:.3f}", ""
+    figures = " and ".join(seen) if seen else "no estimate of the drop"
+    return None, f"{figures}: not a significant drop of {p.estimated_drop:.3f} or more"
+
+
 def _describe_drift(c: Conditions, p: RetrainPolicy) -> str | None:
     """The drift half of trigger 1 as text, or None when there is no drift."""
     parts = []
@@ -269,163 +309,3 @@ def _describe_drift(c: Conditions, p: RetrainPolicy) -> str | None:
     if c.drift_share >= p.drift_share_threshold:
         parts.append(f"drift share {c.drift_share:.2f} ≥ {p.drift_share_threshold:.2f}")
     return " with ".join(parts) if parts else None
-
-
-def sampling_noise(recall: float, support: float | None) -> float:
-    """Two standard errors of a recall measured on `support` rows (0 when unknown), the
-    Agresti–Coull way.
-
-    A class with 15 held-out rows moves its recall by 0.067 with one row: a drop that small is
-    noise, not a regression. The gate allows a class to drop by the tolerance plus this much,
-    so small classes are judged on what their rows can show and large ones on the tolerance.
-    """
-    if not support or support <= 0:
-        return 0.0
-    # Agresti–Coull: two pseudo-successes and two pseudo-failures, so that a recall of exactly
-    # 1.0 on 7 rows does not claim zero uncertainty (the plain Wald error would).
-    n = support + 4.0
-    p = (recall * support + 2.0) / n
-    return 2.0 * math.sqrt(p * (1.0 - p) / n)
-
-
-def _number(metrics: Mapping[str, Any], key: str) -> float | None:
-    value = metrics.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def gate(
-    champion_metrics: Mapping[str, Any],
-    challenger_metrics: Mapping[str, Any],
-    policy: RetrainPolicy | None = None,
-    *,
-    margin: float | None = None,
-) -> GateResult:
-    """Whether the challenger may replace the champion.
-
-    Both metric dicts come from ``training.evaluate`` on the same held-out data. There is no
-    "first model" case here: with no champion there is nothing to gate, and the caller
-    promotes directly.
-
-    Args:
-        champion_metrics: The champion's held-out metrics.
-        challenger_metrics: The challenger's on the same data.
-        policy: The thresholds; the defaults when None.
-        margin: Overrides ``policy.gate_margin``; a negative margin is a non-inferiority
-            check (the challenger may lose at most that much).
-    """
-    p = policy or RetrainPolicy()
-    need = p.gate_margin if margin is None else margin
-    failed: list[str] = []
-    passed: list[str] = []
-
-    deltas: dict[str, float] = {}
-    for key in champion_metrics:
-        old, new = _number(champion_metrics, key), _number(challenger_metrics, key)
-        if old is not None and new is not None:
-            deltas[key] = new - old
-
-    m = p.primary_metric
-    old, new = _number(champion_metrics, m), _number(challenger_metrics, m)
-    if old is None or new is None:
-        who = " and ".join(
-            name for name, value in (("champion", old), ("challenger", new)) if value is None
-        )
-        failed.append(f"{m} missing or not a number for the {who}: cannot compare")
-    else:
-        lower = m in LOWER_IS_BETTER
-        gain = old - new if lower else new - old
-        text = (
-            f"{m} {old:.4f} → {new:.4f} ({'lower is better, ' if lower else ''}"
-            f"gain {gain:+.4f}, margin {need:.4f})"
-        )
-        (passed if gain >= need - _EPS else failed).append(text)
-
-    champion_classes = [k for k in champion_metrics if k.startswith(RECALL_PREFIX)]
-    if not champion_classes:
-        failed.append("the champion has no per-class recall: cannot check that no class drops")
-    class_failures = 0
-    worst: tuple[float, str] | None = None  # the largest drop within the tolerance
-    for key in champion_classes:
-        cls = key[len(RECALL_PREFIX) :]
-        old, new = _number(champion_metrics, key), _number(challenger_metrics, key)
-        if old is None or new is None:
-            side = "champion" if old is None else "challenger"
-            failed.append(f"recall of class {cls!r} missing or not a number for the {side}")
-            class_failures += 1
-            continue
-        drop = old - new
-        allowed = p.class_tolerance + sampling_noise(
-            old, _number(champion_metrics, SUPPORT_PREFIX + cls)
-        )
-        if drop > allowed + _EPS:
-            failed.append(
-                f"recall of class {cls!r} drops {old:.3f} → {new:.3f} "
-                f"({-drop:+.3f}, allowed {allowed:.3f})"
-            )
-            class_failures += 1
-        elif worst is None or drop > worst[0]:
-            worst = (drop, cls)
-    if worst is not None and not class_failures:
-        passed.append(
-            f"no class recall drops by more than {p.class_tolerance:.3f} "
-            f"(largest change {-worst[0]:+.3f} on {worst[1]!r})"
-        )
-    for key in challenger_metrics:
-        if key.startswith(RECALL_PREFIX) and key not in champion_metrics:
-            passed.append(f"class {key[len(RECALL_PREFIX) :]!r} is new: no champion recall")
-
-    return GateResult(
-        promote=not failed, reasons=failed + passed, deltas=deltas, failures=len(failed)
-    )
-
-
-FIXED, RECENT = "fixed", "recent"
-"""The evaluation sets of a retrain: rows held out of the original data, and held-out human
-labels on recent predictions (the population the model currently serves)."""
-
-
-def gate_sets(
-    champion: Mapping[str, Mapping[str, Any]],
-    challenger: Mapping[str, Mapping[str, Any]],
-    policy: RetrainPolicy | None = None,
-    *,
-    min_recent: int = 30,
-) -> GateResult:
-    """The promotion gate over a retrain's two evaluation sets.
-
-    With at least ``min_recent`` recent labeled rows, the challenger must beat the champion on
-    them (where the drift is) by the margin, and must not lose more than ``class_tolerance`` on
-    the fixed held-out rows (where the champion came from): superiority on the new population,
-    non-inferiority on the old. With fewer recent rows, the plain ``gate`` on the fixed set
-    decides. Each set maps to ``training.evaluate`` metrics plus ``n`` (its row count).
-
-    Args:
-        champion: ``{"fixed": metrics, "recent": metrics}``; "recent" may be absent.
-        challenger: The same sets, evaluated for the challenger.
-        policy: The thresholds; the defaults when None.
-        min_recent: Recent rows needed before they decide.
-    """
-    p = policy or RetrainPolicy()
-    n_recent = int(_number(champion.get(RECENT, {}), "n") or 0)
-    if n_recent < min_recent:
-        result = gate(champion.get(FIXED, {}), challenger.get(FIXED, {}), p)
-        note = f"[{FIXED}] decides: {n_recent} recent labeled rows < {min_recent}"
-        tagged = [f"[{FIXED}] {r}" for r in result.reasons]
-        failed, passed = tagged[: result.failures], tagged[result.failures :]
-        return GateResult(
-            result.promote,
-            [*failed, note, *passed],
-            {f"{FIXED}.{k}": v for k, v in result.deltas.items()},
-            result.failures,
-        )
-    better = gate(champion[RECENT], challenger.get(RECENT, {}), p)
-    no_worse = gate(
-        champion.get(FIXED, {}), challenger.get(FIXED, {}), p, margin=-p.class_tolerance
-    )
-    both = [(RECENT, better), (FIXED, no_worse)]
-    failed = [f"[{t}] {r}" for t, res in both for r in res.reasons[: res.failures]]
-    passed = [f"[{t}] {r}" for t, res in both for r in res.reasons[res.failures :]]
-    deltas = {f"{t}.{k}": v for t, res in both for k, v in res.deltas.items()}
-    return GateResult(better.promote and no_worse.promote, failed + passed, deltas, len(failed))

@@ -5,7 +5,7 @@ of one store snapshot (the historical training data plus the human labels: never
 labels alone), registers it with the alias `challenger`, evaluates champion and challenger
 through their serving artifacts on the same held-out rows (the fixed held-out rows of the
 original data, and held-out human labels on recent predictions), and promotes only if
-`retraining_policy.gate_sets` passes. Every state of a run is a `retraining_events` row
+`promotion_gate.gate_sets` passes. Every state of a run is a `retraining_events` row
 (`recorded`, which the vision retrain shares). The pure rules are in
 `pipelines.loop.retraining_policy`.
 """
@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.loop.promotion_gate import FIXED, RECENT, gate_sets
 from pipelines.loop.retraining_control import RetrainBusy, lock
-from pipelines.loop.retraining_policy import FIXED, RECENT, RetrainPolicy, gate_sets
+from pipelines.loop.retraining_policy import RetrainPolicy
 from pipelines.models import promotion, training
 from pipelines.models.registry import CHALLENGER, CHAMPION, Registry
 from pipelines.schema import SchemaError
@@ -201,22 +202,23 @@ def _train_and_gate(
             timeout_s=timeout,
             metric=settings.gate_metric,
         )
-    estimator, model_schema, metrics, onnx_model, n_train, n_test = training.fit(
-        data, schema, config
-    )
+    fitted = training.fit(data, schema, config)
+    metrics, n_train, n_test = fitted.metrics, fitted.n_train, fitted.n_test
     version = registry.log_model(
-        estimator=estimator,
-        schema=model_schema.to_dict(),
+        estimator=fitted.estimator,
+        schema=fitted.schema.to_dict(),
         metrics=metrics,
-        params={"estimator": config.estimator, **estimator.get_params(), **asdict(config)},
+        params={"estimator": config.estimator, **fitted.estimator.get_params(), **asdict(config)},
         snapshot_id=snapshot,
-        onnx_model=onnx_model,
+        onnx_model=fitted.onnx_model,
         tags={
             "n_train": str(n_train),
             "n_test": str(n_test),
+            "calibration": fitted.calibration.method,
             "retrain_event": run["event_id"],
             "trigger": run["trigger"],
         },
+        extra_files=fitted.extra_files(),
     )
     registry.set_alias(CHALLENGER, version)
     sets = evaluation_sets(data, config.test_size)

@@ -7,11 +7,18 @@ Which rows are held out is decided by a hash of each row's id (`heldout_mask`), 
 split of whatever the snapshot holds: a row held out once is held out from every later model
 too, so a champion and a challenger trained on different snapshots are compared on rows
 neither has seen (the promotion gate relies on it).
+
+Every model serves calibrated probabilities: a second hash cut of the training rows
+(`CALIBRATION_SHARE`) is kept from the estimator, and a calibration map
+(`pipelines.models.calibration`) is fitted on its raw probabilities there. The map is registered
+beside the model (`calibration.json`) and applied after whichever runtime serves it; the ONNX
+export and the compiled forest stay exports of the raw estimator.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -28,7 +35,15 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, log_loss, recall_score
 
-from pipelines.loop.retraining_policy import LOWER_IS_BETTER
+from pipelines.loop.promotion_gate import LOWER_IS_BETTER
+from pipelines.models.calibration import (
+    CALIBRATION_FILE,
+    Calibration,
+    expected_calibration_error,
+    fit_calibration,
+    reliability_curve,
+    unfit_reason,
+)
 from pipelines.models.registry import CHAMPION, Registry
 from pipelines.schema import FeatureSchema, SchemaError
 from pipelines.store import LabeledRows, Store
@@ -41,6 +56,12 @@ ESTIMATORS: dict[str, ClassifierMixin] = {
     "hist_gradient_boosting": HistGradientBoostingClassifier(),
     "logistic_regression": LogisticRegression(max_iter=1000),
 }
+
+CALIBRATION_SHARE = 0.25
+"""Share of the training rows (those not held out) kept from the estimator to fit its
+calibration map on: chosen by a hash of the row id salted with "calibration:", so the cut is
+as stable as the held-out one and independent of it and of `search`'s validation cut."""
+RELIABILITY_FILE = "reliability.json"
 
 
 @dataclass
@@ -60,6 +81,34 @@ class TrainConfig:
         if "random_state" in est.get_params():
             est.set_params(random_state=self.random_state)
         return est.set_params(**self.params)
+
+
+@dataclass
+class Fitted:
+    """What `fit` makes: the estimator, the schema it was trained with, its held-out metrics,
+    its ONNX export (None when there is none or it disagrees with scikit-learn), the calibration
+    map served after it, the reliability curves of the held-out rows, and the row counts.
+
+    `n_train` counts every training row: the estimator's and the calibration cut's
+    (`metrics["calibration_rows"]`).
+    """
+
+    estimator: Any
+    schema: FeatureSchema
+    metrics: dict[str, float]
+    onnx_model: bytes | None
+    calibration: Calibration
+    reliability: dict[str, Any]
+    n_train: int
+    n_test: int
+
+    def extra_files(self) -> dict[str, bytes]:
+        """The files registered beside the model: its calibration map (which serving applies)
+        and the held-out reliability curves, calibrated and raw."""
+        return {
+            CALIBRATION_FILE: json.dumps(self.calibration.to_dict(), indent=1).encode(),
+            RELIABILITY_FILE: json.dumps(self.reliability, indent=1).encode(),
+        }
 
 
 @dataclass
@@ -89,21 +138,6 @@ def evaluate(proba: np.ndarray, y: np.ndarray, classes: np.ndarray) -> dict[str,
         metrics[f"recall_{cls}"] = float(rec)
         metrics[f"support_{cls}"] = float(np.sum(y == cls))  # the gate weighs recall by it
     return metrics
-
-
-def expected_calibration_error(
-    proba: np.ndarray, y: np.ndarray, classes: np.ndarray, bins: int = 10
-) -> float:
-    """Top-label ECE: |accuracy - confidence| averaged over equal-width confidence bins."""
-    conf = proba.max(axis=1)
-    right = classes[proba.argmax(axis=1)] == y
-    idx = np.minimum((conf * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = idx == b
-        if mask.any():
-            total += mask.mean() * abs(right[mask].mean() - conf[mask].mean())
-    return float(total)
 
 
 def to_onnx(estimator: Any, x: np.ndarray) -> bytes | None:
@@ -143,15 +177,20 @@ def train(
     schema = store.dataset_schema()
     if schema is None or len(data) == 0:
         raise SchemaError("no labeled rows in the store: ingest a labeled batch first")
-    estimator, model_schema, metrics, onnx_model, n_train, n_test = fit(data, schema, config)
+    fitted = fit(data, schema, config)
     version = registry.log_model(
-        estimator=estimator,
-        schema=model_schema.to_dict(),
-        metrics=metrics,
-        params={"estimator": config.estimator, **estimator.get_params(), **asdict(config)},
+        estimator=fitted.estimator,
+        schema=fitted.schema.to_dict(),
+        metrics=fitted.metrics,
+        params={"estimator": config.estimator, **fitted.estimator.get_params(), **asdict(config)},
         snapshot_id=data.snapshot_id,
-        onnx_model=onnx_model,
-        tags={"n_train": str(n_train), "n_test": str(n_test)},
+        onnx_model=fitted.onnx_model,
+        tags={
+            "n_train": str(fitted.n_train),
+            "n_test": str(fitted.n_test),
+            "calibration": fitted.calibration.method,
+        },
+        extra_files=fitted.extra_files(),
     )
     promoted = False
     if promote:
@@ -164,10 +203,10 @@ def train(
     return TrainResult(
         version=version,
         snapshot_id=data.snapshot_id,
-        metrics=metrics,
-        n_train=n_train,
-        n_test=n_test,
-        runtime="onnx" if onnx_model else "sklearn",
+        metrics=fitted.metrics,
+        n_train=fitted.n_train,
+        n_test=fitted.n_test,
+        runtime="onnx" if fitted.onnx_model else "sklearn",
         seconds=time.perf_counter() - started,
         promoted=promoted,
     )
@@ -192,10 +231,16 @@ def heldout_mask(record_ids: Sequence[str], share: float) -> np.ndarray:
     )
 
 
-def fit(
-    data: LabeledRows, schema: FeatureSchema, config: TrainConfig
-) -> tuple[Any, FeatureSchema, dict[str, float], bytes | None, int, int]:
-    """Split, fit, evaluate and compile. Pure: no store, no registry."""
+def fit(data: LabeledRows, schema: FeatureSchema, config: TrainConfig) -> Fitted:
+    """Split, fit, calibrate, evaluate and export. Pure: no store, no registry.
+
+    The estimator learns from the training rows outside the calibration cut
+    (`CALIBRATION_SHARE`) and the calibration map from the cut; the held-out rows score the
+    calibrated probabilities (`ece` and the rest, as served) and the raw ones
+    (`ece_uncalibrated`, `log_loss_uncalibrated`). When the cut could not calibrate (too few
+    rows, a class missing from it) or would leave the estimator without a class, the estimator
+    learns from every training row and the map is the identity, which says why.
+    """
     labels = np.array([schema.label_from_store(v) for v in data.labels])
     model_schema = schema.with_training_facts(data.columns, labels.tolist())
     x = model_schema.encode(data.columns)
@@ -204,11 +249,34 @@ def fit(
     if test.all() or not test.any():
         raise SchemaError(f"{len(labels)} labeled rows are too few to hold some out")
     x_tr, x_te, y_tr, y_te = x[~test], x[test], labels[~test], labels[test]
-    estimator = config.build().fit(x_tr, y_tr)
+    train_ids = [r for r, held in zip(data.record_ids, test, strict=True) if not held]
+    cal = heldout_mask([f"calibration:{i}" for i in train_ids], CALIBRATION_SHARE)
+    why_not = unfit_reason(y_tr[cal], classes)
+    if why_not is None and len(np.unique(y_tr[~cal])) < len(classes):
+        why_not = "some class has no training rows outside the calibration cut"
+    if why_not is not None:
+        cal[:] = False
+    estimator = config.build().fit(x_tr[~cal], y_tr[~cal])
     if list(estimator.classes_) != list(classes):
         raise SchemaError("every class needs training rows; some class is missing from the split")
-    metrics = evaluate(estimator.predict_proba(x_te), y_te, classes)
+    if why_not is None:
+        calibration = fit_calibration(estimator.predict_proba(x_tr[cal]), y_tr[cal], classes)
+    else:
+        calibration = Calibration.identity(len(classes), why_not)
+    logger.info("calibration: %s (%s)", calibration.method, calibration.why)
+    raw_te = estimator.predict_proba(x_te)
+    proba_te = calibration.apply(raw_te)
+    metrics = evaluate(proba_te, y_te, classes)
+    uncalibrated = evaluate(raw_te, y_te, classes)
+    metrics["ece_uncalibrated"] = uncalibrated["ece"]
+    metrics["log_loss_uncalibrated"] = uncalibrated["log_loss"]
+    metrics["calibration_rows"] = float(cal.sum())
     metrics["n_train"], metrics["n_test"] = float(len(y_tr)), float(len(y_te))
+    reliability = {
+        "calibration": calibration.method,
+        "calibrated": reliability_curve(proba_te, y_te, classes),
+        "uncalibrated": reliability_curve(raw_te, y_te, classes),
+    }
     onnx_model = to_onnx(estimator, x_tr)
     if onnx_model is not None:
         diff = onnx_matches(onnx_model, estimator, x_te)
@@ -216,7 +284,16 @@ def fit(
         if diff > 1e-4:
             logger.warning("ONNX differs from scikit-learn by %.2g: serving sklearn", diff)
             onnx_model = None
-    return estimator, model_schema, metrics, onnx_model, len(y_tr), len(y_te)
+    return Fitted(
+        estimator=estimator,
+        schema=model_schema,
+        metrics=metrics,
+        onnx_model=onnx_model,
+        calibration=calibration,
+        reliability=reliability,
+        n_train=len(y_tr),
+        n_test=len(y_te),
+    )
 
 
 SEARCH_SPACES: dict[str, dict[str, tuple[str, float, float]]] = {
@@ -251,7 +328,9 @@ def search(
     """An Optuna (TPE) search over the estimator's hyperparameters, budgeted by trials and time.
 
     Trials are scored on a validation cut of the *training* rows (the held-out rows stay unseen:
-    the gate compares models on them). Returns the config with the best parameters and a summary.
+    the gate compares models on them), by the raw probabilities of an estimator fitted on the
+    rest: the gate's metrics (macro-F1, accuracy) hardly move with calibration, which `fit` adds
+    to the chosen configuration. Returns the config with the best parameters and a summary.
     """
     import optuna
 

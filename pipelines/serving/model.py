@@ -7,6 +7,10 @@ forest sums scikit-learn's own leaf values; an ONNX export that differs from the
 more than 1e-4 is not registered), but scikit-learn's `predict_proba` has a large fixed cost
 per call, which single-row requests pay in full (`python -m benchmarks --only serving` times
 the three runtimes on one 10k-row batch).
+
+A version registered with a calibration map (`calibration.json`,
+`pipelines.models.calibration`) serves its runtime's probabilities through it; one without the
+file serves them as they are.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.models.calibration import CALIBRATION_FILE, Calibration
 from pipelines.models.registry import CHAMPION, FOREST_FILE, Registry
 from pipelines.schema import FeatureSchema
 from pipelines.serving.forest import CompiledForest
@@ -91,6 +96,9 @@ class ServingModel:
     predict_proba: Callable[[np.ndarray], np.ndarray]
     runtime: str  # "forest" (pipelines.serving.forest), "onnx" or "sklearn"
     snapshot_id: int | None = None
+    # The calibration map `predict_proba` applies (`pipelines.models.calibration`): "isotonic",
+    # "sigmoid", "temperature", or "none" for a version registered without one.
+    calibration: str = "none"
 
     @property
     def classes(self) -> tuple[Any, ...]:
@@ -115,30 +123,58 @@ class ServingModel:
         estimator: Any = None,
         snapshot_id: int | None = None,
     ) -> ServingModel:
+        """The version in `folder` (its serving files), on the fastest runtime it has.
+
+        Args:
+            estimator: The scikit-learn estimator, served when the folder holds neither a
+                compiled forest nor an ONNX export.
+        """
         schema = FeatureSchema.from_dict(json.loads((folder / "schema.json").read_text()))
-        forest_file = folder / FOREST_FILE
-        if forest_file.exists():
-            forest = CompiledForest.load(forest_file)
-            forest.predict_proba(np.zeros((1, len(schema.features)), np.float32))  # compile now
-            return cls(name, version, schema, _sliced(forest.predict_proba), "forest", snapshot_id)
-        onnx_file = folder / "model.onnx"
-        if onnx_file.exists():
-            session = onnx_session(onnx_file.read_bytes())
-            out = session.get_outputs()[1].name  # [label, probabilities]
-            inp = session.get_inputs()[0].name
+        runtime, raw = _raw_runtime(name, version, folder, schema, estimator)
+        calibration_file = folder / CALIBRATION_FILE
+        if not calibration_file.exists():
+            return cls(name, version, schema, raw, runtime, snapshot_id)
+        calibration = Calibration.from_dict(json.loads(calibration_file.read_text()))
+        if calibration.n_classes != len(schema.classes):
+            raise RuntimeError(
+                f"{name} v{version}: its calibration maps {calibration.n_classes} classes, "
+                f"its schema has {len(schema.classes)}"
+            )
 
-            def run(x: np.ndarray) -> np.ndarray:
-                return session.run([out], {inp: x})[0]
+        def calibrated(x: np.ndarray) -> np.ndarray:
+            return calibration.apply(raw(x))
 
-            return cls(name, version, schema, _sliced(run), "onnx", snapshot_id)
-        if estimator is None:
-            raise RuntimeError(f"{name} v{version} has no ONNX export and no estimator given")
-        return cls(name, version, schema, estimator.predict_proba, "sklearn", snapshot_id)
+        proba = calibrated if calibration.calibrated else raw
+        return cls(name, version, schema, proba, runtime, snapshot_id, calibration.method)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class indices and the probability matrix for an encoded float32 matrix."""
         proba = np.asarray(self.predict_proba(x), dtype=np.float64)
         return proba.argmax(axis=1), proba
+
+
+def _raw_runtime(
+    name: str, version: str, folder: Path, schema: FeatureSchema, estimator: Any
+) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """The fastest runtime in `folder` and its raw probability function."""
+    forest_file = folder / FOREST_FILE
+    if forest_file.exists():
+        forest = CompiledForest.load(forest_file)
+        forest.predict_proba(np.zeros((1, len(schema.features)), np.float32))  # compile now
+        return "forest", _sliced(forest.predict_proba)
+    onnx_file = folder / "model.onnx"
+    if onnx_file.exists():
+        session = onnx_session(onnx_file.read_bytes())
+        out = session.get_outputs()[1].name  # [label, probabilities]
+        inp = session.get_inputs()[0].name
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return session.run([out], {inp: x})[0]
+
+        return "onnx", _sliced(run)
+    if estimator is None:
+        raise RuntimeError(f"{name} v{version} has no ONNX export and no estimator given")
+    return "sklearn", estimator.predict_proba
 
 
 def _objects(values: Any) -> np.ndarray:

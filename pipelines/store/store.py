@@ -10,6 +10,7 @@ with their tables, one module per family:
 - `feedback`: people's answers, and what they say about a model
 - `labeling_queue`: uncertain predictions waiting for a person
 - `events`: drift checks, retraining runs, champion moves
+- `estimates`: the performance estimated on each check's window
 - `images`: the vision tables
 """
 
@@ -23,6 +24,7 @@ import duckdb
 
 from pipelines.settings import Settings
 from pipelines.store.core import utcnow
+from pipelines.store.estimates import Estimates
 from pipelines.store.events import Events
 from pipelines.store.feedback import Feedback
 from pipelines.store.images import Images
@@ -36,7 +38,7 @@ from pipelines.store.windows import Windows
 logger = logging.getLogger(__name__)
 
 
-class Store(IngestedRows, Predictions, Windows, Feedback, LabelingQueue, Events, Images):
+class Store(IngestedRows, Predictions, Windows, Feedback, LabelingQueue, Events, Estimates, Images):
     """driftlab's tables in one DuckLake, opened by any number of processes at once."""
 
     @classmethod

@@ -36,6 +36,13 @@ TABLES: dict[str, str] = {
         effect_size DOUBLE, effect_metric VARCHAR, threshold DOUBLE, drifted BOOLEAN,
         dataset_drift BOOLEAN, drift_share DOUBLE, role VARCHAR, status VARCHAR,
         missing_share DOUBLE, method VARCHAR, trigger VARCHAR, modality VARCHAR""",
+    # Per check and metric: the performance estimated from the window's probabilities, its
+    # band, what labels realized on the same window, and the champion's reference figure.
+    "performance_estimates": """
+        run_id VARCHAR, ts TIMESTAMPTZ, model_version VARCHAR, window_start TIMESTAMPTZ,
+        window_end TIMESTAMPTZ, n_window BIGINT, metric VARCHAR, estimated DOUBLE, low DOUBLE,
+        high DOUBLE, std DOUBLE, realized DOUBLE, n_labeled BIGINT, reference DOUBLE,
+        n_reference BIGINT, calibrated BOOLEAN, trigger VARCHAR""",
     "retraining_events": """
         event_id VARCHAR, ts TIMESTAMPTZ, trigger VARCHAR, reasons VARCHAR, status VARCHAR,
         snapshot_id BIGINT, champion_version VARCHAR, candidate_version VARCHAR,

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.store.core import StoreCore
 from pipelines.store.sql import identifier
@@ -128,6 +130,42 @@ class Windows(StoreCore):
             """,
             params,
         )
+
+    def window_probabilities(
+        self, bounds: WindowBounds, model_version: str, n_classes: int
+    ) -> tuple[np.ndarray, list[str | None]]:
+        """The probabilities one model version served in a window, for estimating its
+        performance: an n×k matrix, and each row's latest human label (None where there is
+        none), rows in no set order."""
+        where, params = _window_filter(bounds)
+        at = f"AT (VERSION => {bounds.snapshot_id})"
+        table = self.lake.query(
+            f"""
+            WITH w AS (
+                SELECT prediction_id, probabilities FROM lake.predictions {at}
+                WHERE {where} AND model_version = ? AND probabilities IS NOT NULL
+            ),
+            f AS (
+                SELECT prediction_id, arg_max(label, ts) AS label
+                FROM lake.feedback {at} WHERE label IS NOT NULL GROUP BY prediction_id
+            )
+            SELECT w.probabilities, f.label FROM w LEFT JOIN f USING (prediction_id)
+            """,
+            [*params, model_version],
+        )
+        proba = _probability_matrix(table.column("probabilities"), n_classes)
+        return proba, table.column("label").to_pylist()
+
+
+def _probability_matrix(column: pa.ChunkedArray, n_classes: int) -> np.ndarray:
+    """A `DOUBLE[]` column of rows with `n_classes` entries each as an n×k float matrix (a row
+    of another length, from a version with other classes, is a ValueError)."""
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
+    if len(lengths) and (lengths != n_classes).any():
+        raise ValueError(f"probabilities of another length than the model's {n_classes} classes")
+    values = array.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float64).reshape(len(array), n_classes)
 
 
 def time_range(since: dt.datetime | None, until: dt.datetime | None) -> tuple[str, list[Any]]:

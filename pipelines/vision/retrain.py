@@ -11,7 +11,7 @@ and challenger are scored on the same two held-out sets,
   (``training.heldout_mask``; the same image stays held out in every later run),
 
 with mAP50-95 (detection) or top-1 (classification) as the primary metric and per-class recall
-for the "no class drops" rule, through ``retraining_policy.gate_sets``. The run's states are
+for the "no class drops" rule, through ``promotion_gate.gate_sets``. The run's states are
 ``retraining_events`` rows and it holds ``retraining_control``'s lock, so a vision and a
 tabular retrain never run at once. ``retraining_control.trigger(..., vision=True)`` starts this
 module in the background (``python -m pipelines.vision.retrain``); ``driftlab retrain
@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from pipelines.loop import retraining_runs
-from pipelines.loop.retraining_policy import FIXED, RECENT, RetrainPolicy
+from pipelines.loop.promotion_gate import FIXED, RECENT
+from pipelines.loop.retraining_policy import RetrainPolicy
 from pipelines.models.registry import CHALLENGER, CHAMPION, Registry
 from pipelines.models.training import heldout_mask
 from pipelines.settings import Settings, get_settings

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.loop import labeling_queue, retraining_control
+from pipelines.loop import estimated_performance, labeling_queue, retraining_control
 from pipelines.store import Store
 from tests.conftest import make_settings
 from tests.dashboard.conftest import PAGES, DashboardServer, Page, stored_label
@@ -28,6 +28,22 @@ def test_every_page_renders_without_errors(page: Page, tmp_path: Path) -> None:
         tab.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
     assert page.errors == []
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(f"{n}.png" for n, *_ in PAGES)
+
+
+def test_overview_shows_the_estimated_accuracy_beside_the_realized(
+    page: Page, dashboard: DashboardServer
+) -> None:
+    store = Store.open(make_settings(dashboard.data_dir), read_only=True)
+    latest = estimated_performance.latest(store)
+    assert latest is not None  # the fixture's drift check estimated it
+    accuracy = latest["metrics"]["accuracy"]
+    tab = page.open("/", "#overview-performance .scatterlayer .trace")
+    card = tab.locator("#overview-cards .card", has_text="Estimated accuracy").inner_text()
+    assert f"{accuracy['estimated']:.1%}" in card
+    assert f"band {accuracy['low']:.1%}–{accuracy['high']:.1%}" in card
+    legend = tab.locator("#overview-performance .legend").text_content() or ""
+    assert "estimated" in legend and "band" in legend
+    assert page.errors == []
 
 
 def test_drift_page_links_the_latest_evidently_report(page: Page) -> None:

@@ -57,8 +57,12 @@ def test_drift_notebook_writes_results_and_evidently_html(trained_copy: Path) ->
     assert result["dataset_drift"] is True and "age" in result["drifted_features"]
     html = Path(result["report_html"])
     assert html.exists() and html.stat().st_size > 100_000 and html.parent == s.reports_dir
-    assert Path(result["plot"]).exists()
-    assert Store.open(s).latest_drift_results()[0]["run_id"] == result["run_id"]
+    assert Path(result["plot"]).exists() and Path(result["performance_plot"]).exists()
+    store = Store.open(s)
+    assert store.latest_drift_results()[0]["run_id"] == result["run_id"]
+    estimated = result["estimated_performance"]["metrics"]["accuracy"]
+    (stored,) = [r for r in store.performance_history(1) if r["metric"] == "accuracy"]
+    assert (stored["run_id"], stored["estimated"]) == (result["run_id"], estimated["estimated"])
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from pipelines import demo
-from pipelines.models import promotion, training
+from pipelines.models import calibration, promotion, training
 from pipelines.models.registry import CHAMPION, FOREST_FILE, Registry
 from pipelines.serving.model import ServingModel, load_version
 from pipelines.store import Store
@@ -37,10 +38,10 @@ def test_calibration_error_of_a_calibrated_and_an_overconfident_model() -> None:
     y = (rng.uniform(size=20000) < p).astype(int)  # outcome 1 with probability p
     calibrated = np.column_stack([1 - p, p])
     classes = np.array([0, 1])
-    assert training.expected_calibration_error(calibrated, y, classes) < 0.02
+    assert calibration.expected_calibration_error(calibrated, y, classes) < 0.02
     overconfident = np.column_stack([np.zeros_like(p), np.ones_like(p)])
     # always 100% sure of class 1 while right ~75% of the time: ECE ~0.25
-    ece = training.expected_calibration_error(overconfident, y, classes)
+    ece = calibration.expected_calibration_error(overconfident, y, classes)
     assert ece == pytest.approx(1 - y.mean(), abs=1e-9)
 
 
@@ -60,21 +61,34 @@ def test_registry_round_trip(trained_copy: Path) -> None:
     # the exact training set can be read back from the recorded snapshot
     rows = store.labeled_rows(info.snapshot_id)
     assert len(rows) == result.n_train + result.n_test
-    # the served (compiled forest) model and the logged estimator agree on unseen rows
+    # the run logged the calibration with the model
+    assert info.metrics["ece"] <= info.metrics["ece_uncalibrated"]
+    assert info.metrics["calibration_rows"] > 0
+    assert info.tags["calibration"] != "none"
+    # the served (compiled forest) model and the logged estimator, calibrated, agree on unseen
+    # rows
     served = load_version(registry, result.version)
     assert served.runtime == "forest" and served.schema.classes == (0, 1)
+    assert served.calibration == info.tags["calibration"]
     x = served.schema.encode(
         served.schema.columns(records=demo.records(demo.demo_split(name="survey").live))
     )
     estimator = registry.load_estimator(result.version)
-    np.testing.assert_allclose(served.predict(x)[1], estimator.predict_proba(x), atol=1e-12)
-    # the ONNX export, served when there is no forest file, agrees too
     with tempfile.TemporaryDirectory() as tmp:
         folder = registry.serving_files(result.version, Path(tmp))
+        assert {"calibration.json", "reliability.json"} <= {f.name for f in folder.iterdir()}
+        fitted = calibration.Calibration.from_dict(
+            json.loads((folder / "calibration.json").read_text())
+        )
+        curves = json.loads((folder / "reliability.json").read_text())
+        assert curves["calibrated"]["ece"] == pytest.approx(info.metrics["ece"])
+        expected = fitted.apply(estimator.predict_proba(x))
+        np.testing.assert_allclose(served.predict(x)[1], expected, atol=1e-12)
+        # the ONNX export, served when there is no forest file, agrees too
         (folder / FOREST_FILE).unlink()
         onnx = ServingModel.from_files("m", result.version, folder)
-        assert onnx.runtime == "onnx"
-        np.testing.assert_allclose(onnx.predict(x)[1], estimator.predict_proba(x), atol=1e-5)
+        assert onnx.runtime == "onnx" and onnx.calibration == fitted.method
+        np.testing.assert_allclose(onnx.predict(x)[1], expected, atol=1e-5)
 
 
 def test_promote_and_rollback_write_the_audit_trail(trained_copy: Path) -> None:
