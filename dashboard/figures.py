@@ -26,7 +26,9 @@ BAD_COLOR = "#c0392b"
 _MARGIN = {"l": 50, "r": 20, "t": 40, "b": 40}
 
 
-def _layout(fig: go.Figure, title: str, **extra: Any) -> go.Figure:
+def styled(fig: go.Figure, title: str, **extra: Any) -> go.Figure:
+    """The house look of a figure: its title, margins, template and height (300 px unless
+    `height` is given)."""
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 14}},
         margin=_MARGIN,
@@ -43,7 +45,7 @@ def empty(message: str, title: str = "") -> go.Figure:
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _layout(fig, title)
+    return styled(fig, title)
 
 
 def throughput(
@@ -87,7 +89,7 @@ def throughput(
     fig.update_xaxes(type="date")
     if start is not None and end is not None:
         fig.update_xaxes(range=[start, end])
-    return _layout(fig, title, barmode="stack", bargap=0.05, legend={"orientation": "h"})
+    return styled(fig, title, barmode="stack", bargap=0.05, legend={"orientation": "h"})
 
 
 HEATMAP_EFFECT_CAP = 1.0
@@ -148,7 +150,7 @@ def drift_heatmap(
         )
     )
     fig.update_xaxes(type="category")
-    return _layout(fig, title, height=max(260, 28 * len(features) + 120))
+    return styled(fig, title, height=max(260, 28 * len(features) + 120))
 
 
 def _when(ts: Any) -> str:
@@ -191,7 +193,7 @@ def distribution(dist: Mapping[str, Any], feature: str, title: str | None = None
         ]
     )
     fig.update_yaxes(tickformat=".0%", title="share")
-    return _layout(fig, title, barmode="overlay", legend={"orientation": "h"})
+    return styled(fig, title, barmode="overlay", legend={"orientation": "h"})
 
 
 def probabilities(
@@ -214,7 +216,7 @@ def probabilities(
     )
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(type="category", autorange="reversed")
-    return _layout(fig, title or "Probabilities", height=max(160, 40 * len(labels) + 80))
+    return styled(fig, title or "Probabilities", height=max(160, 40 * len(labels) + 80))
 
 
 def metrics_comparison(
@@ -258,7 +260,7 @@ def metrics_comparison(
         return empty("no metrics recorded", title)
     fig = go.Figure(bars)
     fig.update_yaxes(range=[0, 1.1])
-    return _layout(fig, title, barmode="group", legend={"orientation": "h"})
+    return styled(fig, title, barmode="group", legend={"orientation": "h"})
 
 
 def confidence_histogram(hist: Mapping[str, Sequence[float]], title: str) -> go.Figure:
@@ -270,7 +272,7 @@ def confidence_histogram(hist: Mapping[str, Sequence[float]], title: str) -> go.
         return empty("no detections in this period", title)
     labels = [f"{lo:.1f}–{hi:.1f}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
     fig = go.Figure(go.Bar(x=labels, y=counts, marker_color=CURRENT_COLOR))
-    return _layout(fig, title, xaxis_title="confidence", yaxis_title="detections")
+    return styled(fig, title, xaxis_title="confidence", yaxis_title="detections")
 
 
 def image_with_boxes(image: Any, boxes: Sequence[Mapping[str, Any]], title: str = "") -> go.Figure:
@@ -298,7 +300,7 @@ def image_with_boxes(image: Any, boxes: Sequence[Mapping[str, Any]], title: str 
         )
     fig.update_xaxes(range=[0, width], visible=False)
     fig.update_yaxes(range=[height, 0], visible=False, scaleanchor="x")
-    return _layout(fig, title, height=min(600, max(240, height + 60)))
+    return styled(fig, title, height=min(600, max(240, height + 60)))
 
 
 def _box_label(fig: go.Figure, x: float, y: float, text: str, color: str) -> None:
@@ -373,7 +375,7 @@ def box_editor(
         _box_label(fig, x1, y1, f"#{i + 1} {name}", CHALLENGER_COLOR)
     fig.update_xaxes(range=[0, width], visible=False)
     fig.update_yaxes(range=[height, 0], visible=False, scaleanchor="x")
-    return _layout(
+    return styled(
         fig,
         title,
         height=420,
@@ -462,7 +464,7 @@ def digit(pixels: Any, title: str = "", *, canvas: bool = False, size: int = 220
     axis = {"visible": False, "fixedrange": True, "constrain": "domain"}  # clicks, no zoom
     fig.update_xaxes(range=[-0.5, side - 0.5], **axis)
     fig.update_yaxes(range=[side - 0.5, -0.5], scaleanchor="x", **axis)
-    _layout(
+    styled(
         fig,
         title,
         height=size,

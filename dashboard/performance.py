@@ -10,7 +10,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard import components as c
-from dashboard.figures import BAD_COLOR, CURRENT_COLOR, GOOD_COLOR, REFERENCE_COLOR, _layout, empty
+from dashboard.figures import BAD_COLOR, CURRENT_COLOR, GOOD_COLOR, REFERENCE_COLOR, empty, styled
 
 BAND_FILL = "rgba(44, 127, 184, 0.18)"
 
@@ -88,7 +88,7 @@ def chart(
         fig.add_annotation(
             x=1, xref="paper", y=reference - harm, text=f"−{harm:.2f}", showarrow=False, yshift=8
         )
-    return _layout(fig, title, yaxis={"title": metric, "rangemode": "tozero"}, height=320)
+    return styled(fig, title, yaxis={"title": metric, "rangemode": "tozero"}, height=320)
 
 
 def card(check: Mapping[str, Any] | None, metric: str = "accuracy") -> Any:

@@ -26,6 +26,9 @@ from pipelines.store import queries as dq
 dash.register_page(__name__, path="/", name="Overview", order=0)
 
 REFRESH_MS = 5_000
+# The estimates change once per drift check (every `DRIFTLAB_CHECK_INTERVAL`, 60 s by default):
+# their chart reads 100 checks, so it refreshes less often than the cards.
+PERFORMANCE_REFRESH_MS = 30_000
 LOG_LINES = 8
 
 
@@ -37,6 +40,7 @@ def layout(**_: Any) -> html.Div:
             html.Div(id="overview-cards", className="cards"),
             html.Div(id="overview-health", className="panel"),
             html.Div(dcc.Graph(id="overview-throughput"), className="panel"),
+            dcc.Interval(id="overview-performance-interval", interval=PERFORMANCE_REFRESH_MS),
             html.Div(dcc.Graph(id="overview-performance"), className="panel"),
             html.Div(id="overview-vision", className="panel"),
             html.Div(
@@ -190,7 +194,10 @@ def refresh(_: int | None) -> tuple[list[html.Div], Any]:
     )
 
 
-@callback(Output("overview-performance", "figure"), Input("overview-interval", "n_intervals"))
+@callback(
+    Output("overview-performance", "figure"),
+    Input("overview-performance-interval", "n_intervals"),
+)
 def performance_chart(_: int | None) -> Any:
     """The last checks' estimated accuracy with its band, the realized accuracy, the champion's
     reference and the drop that counts as harm; each check's drifted features on hover."""

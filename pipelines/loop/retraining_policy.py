@@ -38,6 +38,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipelines.estimation import Estimate, drop
+
 __all__ = ["Conditions", "Decision", "RetrainPolicy", "accuracy_drop", "decide"]
 
 # Metrics are floats computed on finite test sets: a delta that equals the threshold in decimals
@@ -262,11 +264,11 @@ def accuracy_drop(
     reference: float, n_reference: int, observed: float, n_observed: int, z: float = 1.96
 ) -> tuple[float, float, float]:
     """``reference − observed`` and its band: both accuracies are binomial proportions, their
-    standard errors add in quadrature (normal approximation)."""
-    var = reference * (1 - reference) / max(n_reference, 1)
-    var += observed * (1 - observed) / max(n_observed, 1)
-    drop, half = reference - observed, z * math.sqrt(var)
-    return drop, drop - half, drop + half
+    standard errors add in quadrature (normal approximation, as `estimation.drop` combines an
+    estimate with its reference)."""
+    seen = Estimate.from_std(observed, math.sqrt(observed * (1 - observed) / max(n_observed, 1)), z)
+    gap = drop(reference, max(n_reference, 1), seen, z=z)
+    return gap.value, gap.low, gap.high
 
 
 def _describe_harm(c: Conditions, p: RetrainPolicy) -> tuple[str | None, str]:
@@ -286,11 +288,11 @@ def _describe_harm(c: Conditions, p: RetrainPolicy) -> tuple[str | None, str]:
         and c.n_feedback >= p.min_feedback
         and c.n_reference > 0
     ):
-        drop, low, high = accuracy_drop(
+        gap, low, high = accuracy_drop(
             c.champion_accuracy, c.n_reference, c.live_accuracy, c.n_feedback
         )
-        text = f"realized accuracy drop {drop:+.3f} (band {low:+.3f} to {high:+.3f})"
-        (found if drop >= p.estimated_drop - _EPS and low > 0 else seen).append(text)
+        text = f"realized accuracy drop {gap:+.3f} (band {low:+.3f} to {high:+.3f})"
+        (found if gap >= p.estimated_drop - _EPS and low > 0 else seen).append(text)
     if found:
         return " and ".join(found) + f" ≥ {p.estimated_drop:.3f}", ""
     figures = " and ".join(seen) if seen else "no estimate of the drop"
