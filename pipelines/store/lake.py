@@ -30,7 +30,19 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Error texts of commits that lost a race with another writer; anything else is a real error.
-_RETRYABLE = ("conflict", "locked", "busy", "database is locked", "unique constraint")
+# Errors of a commit that lost a race with another writer; the whole transaction is re-run.
+# "values were supplied": DuckLake's "table ducklake_inlined_data_N_M has k columns but k+1
+# values were supplied", a commit of an attachment whose cached schema another attachment has
+# just changed (stores opened at once on a new data dir, then the first batch adds `features`);
+# the re-run reads the current schema and commits (tests/pipelines/store/test_store.py).
+_RETRYABLE = (
+    "conflict",
+    "locked",
+    "busy",
+    "database is locked",
+    "unique constraint",
+    "values were supplied",
+)
 
 
 _SETUP = "__driftlab_catalog_setup"
