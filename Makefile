@@ -10,7 +10,7 @@ export YOLO_AUTOINSTALL := false
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up api worker dashboard test test-fast lint format docs lab train train-vision drift retrain retrain-vision simulate bench clean
+.PHONY: help setup up observe ops-tools api worker dashboard test test-fast lint format docs lab train train-vision drift retrain retrain-vision simulate bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -25,17 +25,25 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install everything pinned in pyproject.toml
 
-up: setup ## bootstrap (store, first model on demo data) and run the API and friends
-	$(VENV)/bin/driftlab up
+up: setup ## bootstrap (store, first model on demo data) and run the API and friends (OBSERVE=1: and Prometheus)
+	$(if $(OBSERVE),@$(MAKE) -s ops-tools)
+	$(VENV)/bin/driftlab up $(if $(OBSERVE),--observe)
+
+observe: setup ops-tools ## Prometheus on :9090 and Alertmanager on :9093 with ops/'s configuration, watching the API
+	$(VENV)/bin/driftlab observe
+
+ops-tools: ## install Debian's prometheus and prometheus-alertmanager if they are missing
+	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null)
 
 api: setup ## run the API alone on :8000
 	$(VENV)/bin/driftlab api
 
-test: setup ## the whole test suite, what CI runs (installs Debian's chromium for the browser tests)
+test: setup ops-tools ## the whole test suite, what CI runs (installs Debian's chromium, prometheus, alertmanager)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(PY) -m pytest -q
 
-test-fast: setup ## the unit tier for the edit loop: no servers, browsers, YOLO or notebooks
+test-fast: setup ops-tools ## the unit tier for the edit loop: no servers, browsers, YOLO or notebooks
 	$(PY) -m pytest -q -m "not e2e and not slow"
 
 lint: setup ## ruff + mypy
@@ -43,8 +51,9 @@ lint: setup ## ruff + mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-docs: setup ## regenerate docs/configuration.md from the settings
+docs: setup ## regenerate docs/configuration.md from the settings, and the Grafana dashboards
 	$(PY) -m pipelines.ops.settings_doc > docs/configuration.md
+	$(PY) -m pipelines.ops.grafana
 
 format: setup ## ruff format + autofix
 	$(VENV)/bin/ruff format .

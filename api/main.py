@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 
 from api.guard import RequestGuard
+from api.http_metrics import CountResponses
 from api.routes import (
     feedback,
     health,
@@ -53,16 +55,25 @@ def telemetry_config() -> TelemetryConfig:
     return TelemetryConfig(tracing=on, metrics=on, logs=on)
 
 
+async def sample_metrics(state: AppState, every: float = 1.0) -> None:
+    """Keep this process's series current between scrapes (`Metrics.sample`)."""
+    while True:
+        await asyncio.sleep(every)
+        state.metrics.sample(state.batcher, state.log)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.driftlab = AppState.start(settings)
+        state = app.state.driftlab = AppState.start(settings)
+        sampling = asyncio.create_task(sample_metrics(state))
         try:
             yield
         finally:
-            app.state.driftlab.stop()
+            sampling.cancel()
+            state.stop()
 
     app = FastAPI(
         title="driftlab",
@@ -89,10 +100,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     routers = (health, ingest, predict, feedback, models, inspection, metrics, monitoring)
+    routes = [*app.routes]  # /docs, /openapi.json…
     for module in (*routers, labeling, retraining, images):
         app.include_router(module.router)
+        routes += module.router.routes
     app.add_middleware(predict.PredictFastPath)
-    app.add_middleware(RequestGuard, settings=settings)  # added last: it runs first
+    app.add_middleware(RequestGuard, settings=settings)
+    static = frozenset(p for r in routes if "{" not in (p := getattr(r, "path", "{")))
+    app.add_middleware(CountResponses, paths=static)  # added last: it sees every answer
     document_api_key(app)
     return app
 

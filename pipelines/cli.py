@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from pipelines import __version__
-from pipelines.ops import logs, supervisor
+from pipelines.ops import logs, observe, supervisor
 from pipelines.settings import Settings, get_settings
 
 logger = logging.getLogger("driftlab")
@@ -74,7 +74,10 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     get_settings.cache_clear()
     os.environ[logs.ENV] = "api"  # uvicorn's worker processes log to the same file
     if settings.api_workers > 1:
+        from api.metrics import prepare_multiprocess
+
         os.environ.update(supervisor.children_env())  # they die with this process
+        prepare_multiprocess(settings, port)  # /metrics adds up every process's series
     uvicorn.run(
         "api.main:create_app",
         factory=True,
@@ -357,11 +360,34 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         f"  dashboard  http://127.0.0.1:{settings.dashboard_port}\n"
         f"  worker     drift check every {settings.check_interval:.0f} s, "
         f"labeling queue every {settings.queue_interval:.0f} s\n"
+    )
+    if args.observe or settings.observe:
+        commands.update(observe.commands(settings, observe.render(settings)))
+        banner += _observe_banner(settings)
+    banner += (
         f"  logs       {settings.logs_dir}\n"
         "Watch the loop turn: `make simulate` in another terminal.\n"
         f"  data       {settings.data_dir}\nCtrl-C stops everything.\n\n"
     )
     return supervisor.run_all(commands, env, started=lambda: sys.stdout.write(banner))
+
+
+def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:
+    """Prometheus and Alertmanager on the shipped configuration, until Ctrl-C."""
+    rendered = observe.render(settings)
+    banner = (
+        f"\nwatching the API at {observe.api_address(settings)}\n"
+        + _observe_banner(settings)
+        + f"  config     {settings.relative(rendered.folder)}\nCtrl-C stops them.\n\n"
+    )
+    return supervisor.run_all(
+        observe.commands(settings, rendered), os.environ, started=lambda: sys.stdout.write(banner)
+    )
+
+
+def _observe_banner(settings: Settings) -> str:
+    at = observe.urls(settings)
+    return f"  prometheus {at['prometheus']}\n  alerts     {at['alertmanager']}\n"
 
 
 # -- parser ----------------------------------------------------------------------------------
@@ -383,7 +409,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(DRIFTLAB_DEMO: digits by default, or survey) and train a first model; then run the "
         "API, the worker and the dashboard until Ctrl-C.",
     )
+    p.add_argument(
+        "--observe", action="store_true", help="also Prometheus and Alertmanager (driftlab observe)"
+    )
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser(
+        "observe",
+        help="run Prometheus (:9090) and Alertmanager (:9093) with ops/'s configuration",
+        description="Prometheus scrapes the API and evaluates ops/prometheus/rules; "
+        "Alertmanager sends retrain-worthy alerts to the API's /webhook/alert with the API key. "
+        "Needs Debian's prometheus and prometheus-alertmanager packages.",
+    )
+    p.set_defaults(func=cmd_observe)
 
     p = sub.add_parser("api", help="run the REST API (FastAPI on :8000)")
     p.add_argument("--host", help="bind address (default DRIFTLAB_API_HOST)")

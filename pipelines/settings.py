@@ -65,11 +65,22 @@ class Settings(BaseSettings):
         1,
         ge=1,
         description="API worker processes, each with its own spool, flusher and model poller; one "
-        "per core helps concurrent bulk requests. Prometheus counters are per process. They stop "
-        "with `driftlab api`, even when it is killed with -9 (Linux).",
+        "per core helps concurrent bulk requests. `/metrics` sums the counters of every process. "
+        "They stop with `driftlab api`, even when it is killed with -9 (Linux).",
     )
     dashboard_port: int = Field(
         8050, description="Port of the dashboard, which always binds to 127.0.0.1."
+    )
+    observe: bool = Field(
+        False,
+        description="Whether `driftlab up` also starts Prometheus and Alertmanager with the "
+        "configuration in `ops/` (`make up OBSERVE=1` sets it).",
+    )
+    prometheus_port: int = Field(
+        9090, description="Port of the Prometheus that `driftlab observe` starts on 127.0.0.1."
+    )
+    alertmanager_port: int = Field(
+        9093, description="Port of the Alertmanager that `driftlab observe` starts on 127.0.0.1."
     )
     demo: Literal["digits", "survey"] = Field(
         "digits",

@@ -270,7 +270,11 @@ async def log(request: Request) -> Response:
     except ImageError as exc:
         raise HTTPException(exc.status, f"frame: {exc}") from None
     if out["stored"]:
-        state.metrics.observe_edge(payload, out)
+        state.metrics.observe_edge(
+            payload,
+            version=serving.version if serving is not None else None,
+            names=serving.names if serving is not None else None,
+        )
     return Response(orjson.dumps(out), media_type="application/json")
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import StateDep
+from api.metrics import process_registry
 from pipelines.loop import estimated_performance
 from pipelines.loop.monitoring import latest_summary
 
@@ -16,38 +17,11 @@ router = APIRouter(tags=["monitoring"])
 
 @router.get("/metrics", include_in_schema=False)
 def prometheus(state: StateDep) -> Response:
-    serving = state.models.model
-    m = state.metrics
-    if serving is not None and serving.version.isdigit():
-        m.model_version.set(int(serving.version))
-    m.log_pending.set(state.log.pending_rows)
-    # Drift and accuracy live in the store (other processes write them): read them per scrape.
-    latest = latest_summary(state.store)
-    for row in latest["features"]:
-        m.drift_score.labels(row["feature"]).set(row["effect_size"] or 0.0)
-        m.drift_detected.labels(row["feature"]).set(1.0 if row["drifted"] else 0.0)
-    if latest["run_id"] is not None:
-        m.drift_share.set(latest["drift_share"])
-        m.dataset_drift.set(1.0 if latest["dataset_drift"] else 0.0)
-    estimate = estimated_performance.latest(state.store)
-    for name, figures in (estimate or {}).get("metrics", {}).items():
-        for kind, key in (
-            ("estimated", "estimated"),
-            ("estimated_low", "low"),
-            ("estimated_high", "high"),
-            ("realized", "realized"),
-            ("reference", "reference"),
-        ):
-            if figures.get(key) is not None:
-                m.performance[kind].labels(name).set(figures[key])
-    accuracy = state.store.feedback_accuracy(serving.version if serving else None)["accuracy"]
-    if accuracy is not None:
-        m.live_accuracy.set(accuracy)
-    if state.vision is not None:
-        defect_rate = state.store.vision_stats(state.settings.vision_model_name)["defect_rate"]
-        if defect_rate is not None:
-            m.defect_rate.set(defect_rate)
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """This process's series (every process's, summed, with several: `api.metrics`), then the
+    figures read from the store (`api.store_metrics`)."""
+    state.metrics.sample(state.batcher, state.log)
+    body = generate_latest(process_registry(state.metrics)) + generate_latest(state.store_figures)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/metrics")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
@@ -77,8 +78,9 @@ async def alert(state: StateDep, payload: BodyDep) -> JSONResponse:
     if verdict["blocked_by"]:
         return JSONResponse({"started": False, "why": "; ".join(verdict["blocked_by"])})
     reasons = [f"alert {name}" + (f": {text}" if text else "") for name, text in firing]
+    trigger = "alert:" + re.sub(r"[^\w.:-]", "_", firing[0][0])[:100]  # the first alert's name
     try:
-        run = await _start(state, trigger="webhook", who="alert-webhook", reasons=reasons)
+        run = await _start(state, trigger=trigger, who="alert-webhook", reasons=reasons)
     except HTTPException as exc:  # started by someone else in between
         return JSONResponse({"started": False, "why": exc.detail})
     return JSONResponse({"started": True, **run}, status_code=202)

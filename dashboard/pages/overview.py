@@ -20,7 +20,7 @@ from dashboard.data import services
 from pipelines.loop import estimated_performance, labeling_queue, retraining_control
 from pipelines.loop.monitoring import latest_summary
 from pipelines.models.registry import CHAMPION
-from pipelines.ops import logs
+from pipelines.ops import logs, observe
 from pipelines.store import queries as dq
 
 dash.register_page(__name__, path="/", name="Overview", order=0)
@@ -36,6 +36,7 @@ def layout(**_: Any) -> html.Div:
     return html.Div(
         [
             html.H2("Overview"),
+            monitoring_links(),
             dcc.Interval(id="overview-interval", interval=REFRESH_MS),
             html.Div(id="overview-cards", className="cards"),
             html.Div(id="overview-health", className="panel"),
@@ -48,6 +49,24 @@ def layout(**_: Any) -> html.Div:
             ),
         ]
     )
+
+
+def monitoring_links() -> html.P:
+    """Where the metrics go: the API's /metrics, and the Prometheus and Alertmanager that
+    `make observe` (or `make up OBSERVE=1`) runs beside driftlab."""
+    s = services().settings
+    at = observe.urls(s)
+    links = (
+        ("Prometheus alerts", f"{at['prometheus']}/alerts"),
+        ("Alertmanager", at["alertmanager"]),
+        ("/metrics", f"http://{observe.api_address(s)}/metrics"),
+    )
+    parts: list[Any] = ["Monitoring: "]
+    for i, (text, href) in enumerate(links):
+        parts += [" · "] if i else []
+        parts.append(html.A(text, href=href, target="_blank", id=f"overview-link-{i}"))
+    parts += [" (", html.Code("make observe"), " starts Prometheus and Alertmanager)"]
+    return html.P(parts, className="message", id="overview-monitoring")
 
 
 @callback(Output("overview-vision", "children"), Input("overview-interval", "n_intervals"))

@@ -128,9 +128,8 @@ def trigger(
             *entry,
             "--event-id",
             event_id,
-            "--trigger",
-            trigger,
             # Client text only ever as `--option=value`: a value like "--help" stays a value.
+            f"--trigger={trigger}",
             f"--who={who}",
             f"--reasons={json.dumps(reasons or [])}",
             "--lock-fd",

@@ -3,6 +3,7 @@ champion moves (`model_events`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -46,6 +47,23 @@ class Events(StoreCore):
                ORDER BY d.ts, d.feature""",
             [int(limit_runs)],
         ).to_pylist()
+
+    def drift_check_streak(self) -> dict[str, Any]:
+        """When the latest tabular drift check ran, and how many checks in a row, up to it,
+        found dataset drift (0 when it did not)."""
+        row = self.lake.rows(
+            """WITH runs AS (
+                   SELECT run_id, max(ts) AS ts, bool_or(dataset_drift) AS drift
+                   FROM lake.drift_results WHERE modality IS DISTINCT FROM 'image'
+                   GROUP BY run_id
+               )
+               SELECT max(ts),
+                      count(*) FILTER (ts > coalesce(
+                          (SELECT max(ts) FROM runs WHERE NOT coalesce(drift, false)),
+                          TIMESTAMPTZ 'epoch'))
+               FROM runs"""
+        )[0]
+        return {"ts": row[0], "streak": int(row[1])}
 
     def latest_vision_drift(self) -> list[dict[str, Any]]:
         """Every row of the most recent image drift check."""
@@ -127,6 +145,14 @@ class Events(StoreCore):
             }
         )
         self._insert("model_events", table)
+
+    def serving_since(self, model_name: str, version: str) -> dt.datetime | None:
+        """When `version` last became the champion (promoted, or rolled back to)."""
+        return self.lake.rows(
+            """SELECT max(ts) FROM lake.model_events
+               WHERE model_name = ? AND to_version = ? AND event IN ('promoted', 'rolled_back')""",
+            [model_name, version],
+        )[0][0]
 
     def model_events(self, model_name: str, limit: int = 100) -> list[dict[str, Any]]:
         return self.lake.query(

@@ -78,6 +78,7 @@ class PredictionLog:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.flushed_rows = 0
+        self.flush_errors = 0  # failed commits (each retried): for /metrics
         self.last_error: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -160,6 +161,7 @@ class PredictionLog:
             try:
                 self.flush()
             except Exception as exc:  # keep serving; the spool still holds every row
+                self.flush_errors += 1
                 self.last_error = str(exc)
                 logger.exception("flushing predictions failed; will retry")
 

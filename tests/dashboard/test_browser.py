@@ -43,6 +43,13 @@ def test_overview_shows_the_estimated_accuracy_beside_the_realized(
     assert f"band {accuracy['low']:.1%}–{accuracy['high']:.1%}" in card
     legend = tab.locator("#overview-performance .legend").text_content() or ""
     assert "estimated" in legend and "band" in legend
+    links = tab.locator("#overview-monitoring a")
+    hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    assert hrefs == [
+        "http://127.0.0.1:9090/alerts",
+        "http://127.0.0.1:9093",
+        f"http://127.0.0.1:{dashboard.env['DRIFTLAB_API_PORT']}/metrics",
+    ]
     assert page.errors == []
 
 

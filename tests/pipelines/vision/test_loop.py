@@ -273,6 +273,18 @@ def test_edge_log_is_idempotent(vclient: TestClient) -> None:
     metrics = vclient.get("/api/vision/metrics").json()
     assert metrics["images"] == 1 and metrics["edge_fps"] == pytest.approx(24.5)
     assert metrics["per_class"]["3"]["count"] == 1
+    # Prometheus labels only what the champion knows: a made-up class or version is "other".
+    made_up = {"box": [1, 2, 30, 40], "class": 3, "confidence": 0.9, "name": "<evil>"}
+    r = vclient.post(
+        "/log",
+        json={**payload, "id": "cam1-000004", "model_version": "v-9999", "detections": [made_up]},
+    )
+    assert r.status_code == 200 and r.json()["stored"]
+    text = vclient.get("/metrics").text
+    assert 'driftlab_detections_total{cls="3"} 1.0' in text
+    assert 'driftlab_detections_total{cls="other"} 1.0' in text and "evil" not in text
+    assert 'driftlab_image_predictions_total{model_version="1",origin="edge"} 1.0' in text
+    assert 'driftlab_image_predictions_total{model_version="other",origin="edge"} 1.0' in text
 
 
 def test_fine_tune_gate_promote_and_hot_reload(vclient: TestClient, tmp_path: Path) -> None:
