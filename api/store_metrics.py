@@ -14,8 +14,9 @@ store's figures are absent, which is what the `DriftlabStoreUnavailable` alert w
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -100,46 +101,68 @@ class StoreFigures(Collector):
         )
 
     def _drift(self) -> Iterator[Metric]:
+        """The latest drift check of each model (`model` label: tabular, vision), per column
+        with its `role`: `feature` (an input, what the share and the verdict count),
+        `prediction` (the model's output) or `label`."""
         store, s = self.state.store, self.state.settings
         yield from gauge(
             "driftlab_drift_check_interval_seconds",
             "Seconds between the worker's drift checks (DRIFTLAB_CHECK_INTERVAL)",
             s.check_interval,
         )
-        latest = latest_summary(store)
-        if latest["run_id"] is None:
-            return
-        rows = latest["features"]
-        yield labeled(
+        models = ["tabular"] + (["vision"] if self.state.vision is not None else [])
+        checks = {m: latest_summary(store, vision=m == "vision") for m in models}
+        checks = {m: c for m, c in checks.items() if c["run_id"] is not None}
+        streaks = {m: store.drift_check_streak(image=m == "vision") for m in checks}
+
+        def per_model(name: str, text: str, values: dict[str, float | None]) -> Metric:
+            family = GaugeMetricFamily(name, text, labels=["model"])
+            for model, value in values.items():
+                if value is not None:
+                    family.add_metric([model], float(value))
+            return family
+
+        def per_column(name: str, text: str, value: Callable[[dict], float]) -> Metric:
+            family = GaugeMetricFamily(name, text, labels=["model", "feature", "role"])
+            for model, check in checks.items():
+                for r in check["features"]:
+                    family.add_metric([model, r["feature"], r["role"]], value(r))
+            return family
+
+        yield per_column(
             "driftlab_drift_effect_size",
             "Effect size (normalized Wasserstein / Jensen-Shannon) per column, latest check",
-            "feature",
-            ((r["feature"], r["effect_size"] or 0.0) for r in rows),
+            lambda r: r["effect_size"] or 0.0,
         )
-        yield labeled(
+        yield per_column(
             "driftlab_drift_detected",
             "1 if the column drifted in the latest check",
-            "feature",
-            ((r["feature"], 1.0 if r["drifted"] else 0.0) for r in rows),
+            lambda r: 1.0 if r["drifted"] else 0.0,
         )
-        yield from gauge(
-            "driftlab_drift_share", "Share of drifted features, latest check", latest["drift_share"]
+        yield per_model(
+            "driftlab_drift_share",
+            "Share of drifted inputs (role feature), latest check",
+            {m: c["drift_share"] for m, c in checks.items()},
         )
-        yield from gauge(
+        yield per_model(
             "driftlab_dataset_drift",
-            "1 if the latest check found dataset drift",
-            1.0 if latest["dataset_drift"] else 0.0,
+            "1 if the latest check found dataset drift in the inputs",
+            {m: 1.0 if c["dataset_drift"] else 0.0 for m, c in checks.items()},
         )
-        streak = store.drift_check_streak()
-        yield from gauge(
+        yield per_model(
+            "driftlab_output_drift",
+            "Drifted model outputs (role prediction) in the latest check",
+            {m: len(c["drifted_outputs"]) for m, c in checks.items()},
+        )
+        yield per_model(
             "driftlab_dataset_drift_streak",
             "Consecutive drift checks, up to the latest, that found dataset drift",
-            streak["streak"],
+            {m: streak["streak"] for m, streak in streaks.items()},
         )
-        yield from gauge(
+        yield per_model(
             "driftlab_drift_check_timestamp_seconds",
             "When the latest drift check ran",
-            streak["ts"].timestamp() if streak["ts"] else None,
+            {m: st["ts"].timestamp() if st["ts"] else None for m, st in streaks.items()},
         )
 
     def _performance(self) -> Iterator[Metric]:
@@ -214,9 +237,9 @@ class StoreFigures(Collector):
     def _vision(self) -> Iterator[Metric]:
         if self.state.vision is None:
             return
-        stats = self.state.store.vision_stats(self.state.settings.vision_model_name)
+        hour_ago = utcnow() - dt.timedelta(hours=1)
         yield from gauge(
             "driftlab_defect_rate",
-            "Share of served images with at least one detection",
-            stats["defect_rate"],
+            "Share of the last hour's images (API and edge) with at least one detection",
+            self.state.store.defect_rate(self.state.settings.vision_model_name, hour_ago),
         )

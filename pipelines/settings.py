@@ -221,6 +221,12 @@ class Settings(BaseSettings):
         "accuracy that counts as harm, when its band also excludes zero. With new labels to "
         "learn from, such a drop triggers a retrain on its own.",
     )
+    retrain_on_output_drift: bool = Field(
+        False,
+        description="Whether drift of the model's outputs (predicted class mix, confidence, "
+        "detections per image) counts as drift for a retrain on its own. Off: output drift is "
+        "reported beside input drift, and the drift share counts inputs only.",
+    )
     retrain_min_new_labels: int = Field(
         50,
         ge=0,

@@ -1,4 +1,5 @@
-"""Drift monitoring: the latest check's results, and running a check now."""
+"""Drift monitoring: the latest check's results, and running a check now, of the tabular model
+or (`?model=vision`) of the vision model's images."""
 
 from __future__ import annotations
 
@@ -17,17 +18,20 @@ router = APIRouter(tags=["monitoring"])
 
 
 @router.get("/api/metrics/drift")
-def drift(state: StateDep) -> dict[str, Any]:
-    """Per feature (and for the prediction and the label): test, statistic, p-value, adjusted
-    p-value, effect size and verdict, from the most recent check."""
-    return latest_summary(state.store)
+def drift(state: StateDep, model: ModelQuery = "tabular") -> dict[str, Any]:
+    """Per column of the most recent check: its role (`feature`: an input; `prediction`: the
+    model's output; `label`), test, statistic, p-value, adjusted p-value, effect size and
+    verdict. The drift share and `dataset_drift` count the inputs; `drifted_outputs` lists the
+    outputs that moved."""
+    return {"model": model, **latest_summary(state.store, vision=model == "vision")}
 
 
 @router.get("/api/metrics/drift/history")
 def drift_history(
-    state: StateDep, runs: Annotated[int, Query(ge=1, le=1000)] = 50
+    state: StateDep, runs: Annotated[int, Query(ge=1, le=1000)] = 50, model: ModelQuery = "tabular"
 ) -> dict[str, Any]:
-    return {"items": state.store.drift_history(limit_runs=runs)}
+    items = state.store.drift_history(limit_runs=runs, image=model == "vision")
+    return {"model": model, "items": items}
 
 
 @router.get("/api/metrics/performance")
@@ -58,8 +62,13 @@ def performance(
 async def run_check(
     state: StateDep,
     window_size: Annotated[int | None, Query(ge=1, le=50_000_000)] = None,
+    model: ModelQuery = "tabular",
 ) -> dict[str, Any]:
-    """Run a drift + performance check on the current window now and store its results."""
+    """Run a drift + performance check on the current window now and store its results; with
+    `model=vision`, the image check of the last served images against the vision champion's
+    training images."""
+    if model == "vision":
+        return await _vision_check(state, window_size)
     # "Now" includes what this process acknowledged moments ago and has not flushed yet.
     await run_in_threadpool(state.log.flush)
     try:
@@ -69,3 +78,23 @@ async def run_check(
     except SchemaError as exc:
         raise HTTPException(409, str(exc)) from None
     return result.summary()
+
+
+async def _vision_check(state: StateDep, window_size: int | None) -> dict[str, Any]:
+    vision = state.vision
+    if vision is None or state.image_log is None:
+        raise HTTPException(
+            503, "vision is not available: install the `vision` extra (pip install -e '.[vision]')"
+        )
+    serving = vision.model
+    if serving is None:
+        raise HTTPException(409, "no vision champion yet: `make train-vision` trains one")
+    from pipelines.vision import monitoring as image_monitoring
+
+    await run_in_threadpool(state.image_log.flush)  # "now" includes what was just logged
+    result: dict[str, Any] = await run_in_threadpool(
+        lambda: image_monitoring.check(
+            state.settings, state.store, model=serving, window_size=window_size, trigger="api"
+        )
+    )
+    return {"model": "vision", **result}

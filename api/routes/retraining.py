@@ -68,19 +68,25 @@ async def alert(state: StateDep, payload: BodyDep) -> JSONResponse:
     """An Alertmanager or Grafana alert webhook. Firing alerts start a retrain unless one is
     running or the cooldown since the last one has not passed (alert managers resend while an
     alert fires); resolved alerts are acknowledged. Answers 202 when a run started, else 200
-    with the reason, so the sender does not retry."""
+    with the reason, so the sender does not retry. The first firing alert's `model` label
+    (`vision`; anything else is the tabular model) says which model to retrain."""
     firing = _firing_alerts(payload)
     if not firing:
         return JSONResponse({"started": False, "why": "no firing alert in the payload"})
+    vision = firing[0][2] == "vision"
     verdict = await run_in_threadpool(
-        retraining_conditions.check, state.settings, state.store, state.registry
+        lambda: retraining_conditions.check(
+            state.settings, state.store, state.registry, vision=vision
+        )
     )
     if verdict["blocked_by"]:
         return JSONResponse({"started": False, "why": "; ".join(verdict["blocked_by"])})
-    reasons = [f"alert {name}" + (f": {text}" if text else "") for name, text in firing]
+    reasons = [f"alert {name}" + (f": {text}" if text else "") for name, text, _ in firing]
     trigger = "alert:" + re.sub(r"[^\w.:-]", "_", firing[0][0])[:100]  # the first alert's name
     try:
-        run = await _start(state, trigger=trigger, who="alert-webhook", reasons=reasons)
+        run = await _start(
+            state, trigger=trigger, who="alert-webhook", reasons=reasons, vision=vision
+        )
     except HTTPException as exc:  # started by someone else in between
         return JSONResponse({"started": False, "why": exc.detail})
     return JSONResponse({"started": True, **run}, status_code=202)
@@ -95,10 +101,10 @@ async def _start(state: StateDep, **kwargs: Any) -> dict[str, Any]:
         raise HTTPException(409, str(exc)) from None
 
 
-def _firing_alerts(payload: Any) -> list[tuple[str, str]]:
-    """(name, summary) of each firing alert: Alertmanager's and Grafana's `alerts` list, or
-    legacy Grafana's single `state: alerting`. Anything else is a 422 that says what is
-    expected."""
+def _firing_alerts(payload: Any) -> list[tuple[str, str, str]]:
+    """(name, summary, `model` label) of each firing alert: Alertmanager's and Grafana's
+    `alerts` list, or legacy Grafana's single `state: alerting`. Anything else is a 422 that
+    says what is expected."""
     if not isinstance(payload, dict):
         raise HTTPException(422, "expected an alert webhook JSON object")
     if "alerts" in payload:
@@ -113,13 +119,13 @@ def _firing_alerts(payload: Any) -> list[tuple[str, str]]:
             notes = a.get("annotations") if isinstance(a.get("annotations"), dict) else {}
             name = str(labels.get("alertname") or a.get("title") or "unnamed")[:200]
             text = str(notes.get("summary") or notes.get("description") or "")[:300]
-            out.append((name, text))
+            out.append((name, text, str(labels.get("model") or "")))
         return out
     if "state" in payload:  # Grafana's legacy alerting
         if payload["state"] != "alerting":
             return []
         name = str(payload.get("ruleName") or payload.get("title") or "unnamed")[:200]
-        return [(name, str(payload.get("message") or "")[:300])]
+        return [(name, str(payload.get("message") or "")[:300], "")]
     raise HTTPException(
         422,
         'not an alert webhook: expected Alertmanager/Grafana "alerts" or Grafana legacy "state"',

@@ -228,6 +228,11 @@ class DriftReport:
         """Names of the drifted features (predictions and labels excluded)."""
         return [f.feature for f in self.features if f.role == "feature" and f.drifted]
 
+    def drifted_outputs(self) -> list[str]:
+        """Names of the model's drifted outputs (prediction, class mix, confidence…): reported
+        beside the features, never part of the drift share."""
+        return [f.feature for f in self.features if f.role == "prediction" and f.drifted]
+
 
 def adjust_p_values(p_values: Sequence[float], method: Correction = "bh") -> np.ndarray:
     """Multiple-testing adjusted p-values.

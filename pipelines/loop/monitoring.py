@@ -94,6 +94,7 @@ class CheckResult:
         if self.report is not None:
             out.update(self.report.summary())
             out["drifted_features"] = self.report.drifted_features()
+            out["drifted_outputs"] = self.report.drifted_outputs()
         return out
 
 
@@ -403,9 +404,12 @@ def _contiguous(column: pa.ChunkedArray) -> pa.ChunkedArray | np.ndarray:
     return column.to_numpy() if pa.types.is_floating(column.type) else column
 
 
-def latest_summary(store: Store) -> dict[str, Any]:
-    """The latest check's dataset figures and per-feature rows, for the API and dashboard."""
-    rows = store.latest_drift_results()
+def latest_summary(store: Store, *, vision: bool = False) -> dict[str, Any]:
+    """The latest check's dataset figures and per-column rows, for the API and dashboard: the
+    tabular model's, or (`vision`) the latest image check's. `drifted_features` are the
+    inputs that drifted, which the drift share counts; `drifted_outputs` the model's outputs
+    (role "prediction"), reported apart."""
+    rows = store.latest_vision_drift() if vision else store.latest_drift_results()
     if not rows:
         return {"run_id": None, "features": []}
     first = rows[0]
@@ -420,6 +424,9 @@ def latest_summary(store: Store) -> dict[str, Any]:
         "drift_share": first["drift_share"],
         "method": first["method"],
         "drifted_features": [r["feature"] for r in rows if r["drifted"] and r["role"] == "feature"],
+        "drifted_outputs": [
+            r["feature"] for r in rows if r["drifted"] and r["role"] == "prediction"
+        ],
         "features": rows,
     }
 

@@ -36,6 +36,7 @@ def conditions(
     drift = store.latest_drift_results()
     current = [r for r in drift if r["model_version"] == champion]
     features = [r for r in current if r["role"] == "feature"]
+    outputs = [r for r in current if r["role"] == "prediction"]
     p_values = [r["p_adjusted"] for r in features if r["p_adjusted"] is not None]
     accuracy = store.feedback_accuracy(champion)
     estimate = estimated_performance.latest(store, champion) if champion else None
@@ -45,6 +46,7 @@ def conditions(
         dataset_drift=bool(current and current[0]["dataset_drift"]),
         drift_share=float(current[0]["drift_share"] or 0.0) if current else 0.0,
         drifted_features=tuple(r["feature"] for r in features if r["drifted"]),
+        drifted_outputs=tuple(r["feature"] for r in outputs if r["drifted"]),
         min_p_value=min(p_values) if p_values else None,
         new_labels=store.new_labels(info.snapshot_id if info else None),
         errors_per_class=store.errors_per_class(champion),
@@ -77,7 +79,10 @@ def vision_conditions(
     champion = registry.alias_version(CHAMPION)
     info = registry.version(champion) if champion else None
     drift = [r for r in store.latest_vision_drift() if r["model_version"] == champion]
-    columns = [r for r in drift if r["role"] != "target"]
+    # Inputs (image quality) and outputs apart, as for tabular models: the drift share and the
+    # verdict count the inputs (`pipelines.vision.monitoring.ROLES`).
+    columns = [r for r in drift if r["role"] == "feature"]
+    outputs = [r for r in drift if r["role"] == "prediction"]
     p_values = [r["p_adjusted"] for r in columns if r["p_adjusted"] is not None]
     name = registry.model_name
     metric = info.metrics.get("top1") if info else None
@@ -86,6 +91,7 @@ def vision_conditions(
         dataset_drift=bool(drift and drift[0]["dataset_drift"]),
         drift_share=float(drift[0]["drift_share"] or 0.0) if drift else 0.0,
         drifted_features=tuple(r["feature"] for r in columns if r["drifted"]),
+        drifted_outputs=tuple(r["feature"] for r in outputs if r["drifted"]),
         min_p_value=min(p_values) if p_values else None,
         new_labels=store.vision_new_labels(name, info.snapshot_id if info else None),
         errors_per_class=image_errors_per_class(store.vision_label_outcomes(name, champion)),

@@ -10,10 +10,13 @@
    would refit on the same data as before).
 2. **Drift with labels to learn from**: the drift check flagged the dataset, or the drift share
    reached ``drift_share_threshold`` (≥, as the drift engine's ``share_exceeded``), AND the new
-   labels. With ``retrain_on="impact"`` (the default) drift counts only together with harm (1):
-   drift persists after a model has adapted to it, and a model that is not hurt gains nothing
-   from a retrain; the decision then says "drift without estimated impact". Without any
-   estimate (a model that logs no probabilities), drift counts as under ``retrain_on="drift"``.
+   labels. Both count the model's inputs only; drift of its outputs (predicted class mix,
+   confidence, detections per image) is reported beside them and counts as drift only with
+   ``output_drift`` on. With ``retrain_on="impact"`` (the default) drift counts only together
+   with harm (1): drift persists after a model has adapted to it, and a model that is not hurt
+   gains nothing from a retrain; the decision then says "drift without estimated impact".
+   Without any estimate (a model that logs no probabilities), drift counts as under
+   ``retrain_on="drift"``.
 3. **Recurring errors**: some class collected ``fail_threshold`` or more errors in labels and
    feedback.
 4. **Live accuracy below the floor**, measured on at least ``min_feedback`` labeled predictions
@@ -77,6 +80,9 @@ class RetrainPolicy:
             docstring); "drift": drift and new labels are enough.
         estimated_drop: The accuracy drop from the reference that counts as harm (when its
             band excludes zero too).
+        output_drift: Whether drift of the model's outputs counts as drift on its own (off:
+            outputs follow the inputs, and a shifted class mix can be the world changing
+            rather than the model failing).
     """
 
     min_new_labels: int = 50
@@ -90,6 +96,7 @@ class RetrainPolicy:
     primary_metric: str = "macro_f1"
     retrain_on: str = "impact"
     estimated_drop: float = 0.05
+    output_drift: bool = False
 
     def __post_init__(self) -> None:
         if self.retrain_on not in ("impact", "drift"):
@@ -126,6 +133,7 @@ class RetrainPolicy:
             primary_metric=settings.gate_metric,
             retrain_on=settings.retrain_on,
             estimated_drop=settings.retrain_estimated_drop,
+            output_drift=settings.retrain_on_output_drift,
         )
 
 
@@ -138,6 +146,7 @@ class Conditions:
         dataset_drift: The drift check's dataset verdict.
         drift_share: Drifted features / features with a verdict.
         drifted_features: Names of the drifted features, for the reason text.
+        drifted_outputs: Names of the model's drifted outputs (not in ``drift_share``).
         min_p_value: Smallest corrected p-value of the check (display only).
         new_labels: Labels that arrived since the champion was trained.
         errors_per_class: Wrong predictions per true class, from labels and feedback.
@@ -158,6 +167,7 @@ class Conditions:
     dataset_drift: bool = False
     drift_share: float = 0.0
     drifted_features: tuple[str, ...] = ()
+    drifted_outputs: tuple[str, ...] = ()
     min_p_value: float | None = None
     new_labels: int = 0
     errors_per_class: Mapping[str, int] = field(default_factory=dict)
@@ -175,6 +185,7 @@ class Conditions:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["drifted_features"] = list(self.drifted_features)
+        out["drifted_outputs"] = list(self.drifted_outputs)
         out["errors_per_class"] = dict(self.errors_per_class)
         return out
 
@@ -310,4 +321,6 @@ def _describe_drift(c: Conditions, p: RetrainPolicy) -> str | None:
         parts.append(f"dataset drift ({features})" if features else "dataset drift")
     if c.drift_share >= p.drift_share_threshold:
         parts.append(f"drift share {c.drift_share:.2f} ≥ {p.drift_share_threshold:.2f}")
+    if c.drifted_outputs and p.output_drift:
+        parts.append(f"output drift ({', '.join(c.drifted_outputs[:5])})")
     return " with ".join(parts) if parts else None

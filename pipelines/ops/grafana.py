@@ -30,6 +30,7 @@ OUT_DIR = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "dashboards"
 WIDTH = 24
 """Grafana's grid is 24 columns wide."""
 RATE = "$__rate_interval"
+TABULAR = '{model="tabular"}'  # the drift series of the tabular model (vision: model="vision")
 _WINDOWS = re.compile(r"\$\{?__(?:rate_interval|interval|range)\b\}?")
 
 UP = {0: ("down", "red"), 1: ("up", "green")}
@@ -285,22 +286,24 @@ def model() -> dict[str, Any]:
              "dtdurations", w=3),
         stat("Retrain", "driftlab_retrain_running", w=3,
              mappings={0: ("idle", "text"), 1: ("running", "blue")}),
-        stat("Dataset drift", "driftlab_dataset_drift", w=3,
+        stat("Dataset drift", f"driftlab_dataset_drift{TABULAR}", w=3,
              mappings={0: ("no", "green"), 1: ("yes", "red")}),
-        stat("Drift streak", "driftlab_dataset_drift_streak", w=3,
+        stat("Drift streak", f"driftlab_dataset_drift_streak{TABULAR}", w=3,
              description="Drift checks in a row that found dataset drift."),
-        stat("Since drift check", "time() - driftlab_drift_check_timestamp_seconds",
+        stat("Since drift check", f"time() - driftlab_drift_check_timestamp_seconds{TABULAR}",
              "dtdurations", w=3, description="Past three check intervals the worker is silent."),
         stat("Live accuracy", "driftlab_live_accuracy", "percentunit", w=3),
         stat("Labeling queue", "driftlab_labeling_queue_pending", w=3),
         row("Drift"),
         timeseries("Drift share and streak", {
-            "drift share": "driftlab_drift_share", "streak": "driftlab_dataset_drift_streak",
+            "drift share": f"driftlab_drift_share{TABULAR}",
+            "streak": f"driftlab_dataset_drift_streak{TABULAR}",
         }, "percentunit", w=8, series={"streak": right_axis("short")}),
-        timeseries("Effect size by feature", {"{{feature}}": "driftlab_drift_effect_size"},
+        timeseries("Effect size by column",
+                   {"{{feature}} ({{role}})": f"driftlab_drift_effect_size{TABULAR}"},
                    "short", w=10),
-        bargauge("Latest effect size", "sort_desc(driftlab_drift_effect_size)", "{{feature}}",
-                 "short", w=6),
+        bargauge("Latest effect size", f"sort_desc(driftlab_drift_effect_size{TABULAR})",
+                 "{{feature}} ({{role}})", "short", w=6),
         row("Performance"),
         timeseries("Live accuracy", {
             "accuracy": "driftlab_live_accuracy",

@@ -33,35 +33,37 @@ class Events(StoreCore):
                ORDER BY drifted DESC, p_adjusted NULLS LAST, feature"""
         ).to_pylist()
 
-    def drift_history(self, limit_runs: int = 100) -> list[dict[str, Any]]:
-        """Per run and feature: statistic, effect size and verdict, for trends over time."""
+    def drift_history(self, limit_runs: int = 100, *, image: bool = False) -> list[dict[str, Any]]:
+        """Per run and feature: statistic, effect size and verdict, for trends over time (of
+        the image checks with `image`)."""
         return self.lake.query(
             """WITH runs AS (
                    SELECT run_id, max(ts) AS ts FROM lake.drift_results
-                   WHERE modality IS DISTINCT FROM 'image'
+                   WHERE (modality IS NOT DISTINCT FROM 'image') = ?
                    GROUP BY run_id ORDER BY ts DESC LIMIT ?
                )
-               SELECT d.run_id, d.ts, d.feature, d.test, d.statistic, d.p_adjusted,
+               SELECT d.run_id, d.ts, d.feature, d.role, d.test, d.statistic, d.p_adjusted,
                       d.effect_size, d.drifted, d.dataset_drift, d.drift_share
                FROM lake.drift_results d SEMI JOIN runs USING (run_id)
                ORDER BY d.ts, d.feature""",
-            [int(limit_runs)],
+            [image, int(limit_runs)],
         ).to_pylist()
 
-    def drift_check_streak(self) -> dict[str, Any]:
-        """When the latest tabular drift check ran, and how many checks in a row, up to it,
-        found dataset drift (0 when it did not)."""
+    def drift_check_streak(self, *, image: bool = False) -> dict[str, Any]:
+        """When the latest tabular (or `image`) drift check ran, and how many checks in a row,
+        up to it, found dataset drift (0 when it did not)."""
         row = self.lake.rows(
             """WITH runs AS (
                    SELECT run_id, max(ts) AS ts, bool_or(dataset_drift) AS drift
-                   FROM lake.drift_results WHERE modality IS DISTINCT FROM 'image'
+                   FROM lake.drift_results WHERE (modality IS NOT DISTINCT FROM 'image') = ?
                    GROUP BY run_id
                )
                SELECT max(ts),
                       count(*) FILTER (ts > coalesce(
                           (SELECT max(ts) FROM runs WHERE NOT coalesce(drift, false)),
                           TIMESTAMPTZ 'epoch'))
-               FROM runs"""
+               FROM runs""",
+            [image],
         )[0]
         return {"ts": row[0], "streak": int(row[1])}
 

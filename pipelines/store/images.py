@@ -251,6 +251,16 @@ class Images(StoreCore):
             },
         }
 
+    def defect_rate(self, model_name: str, since: dt.datetime) -> float | None:
+        """Share of the images served or logged since `since` with at least one detection
+        (None without images): what `vision_stats` reports, in one cheap query for /metrics."""
+        n, with_detections = self.lake.rows(
+            """SELECT count(*), count(*) FILTER (n_detections > 0) FROM lake.image_features
+               WHERE model_name = ? AND ts >= ?""",
+            [model_name, since],
+        )[0]
+        return int(with_detections) / int(n) if n else None
+
     def vision_queue_candidates(self, since: dt.datetime) -> pa.Table:
         """Uncertain detection predictions logged at or after `since` that never entered the
         queue, with an informativeness score: the margin ``1 - |2c - 1|`` of their least

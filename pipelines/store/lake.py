@@ -189,13 +189,25 @@ class Lake:
             options.append(f"META_BUSY_TIMEOUT {int(busy_timeout_ms)}")
         if read_only:
             options.append("READ_ONLY")
-        # Two processes attaching a brand-new catalog at once race to create it: retry.
-        self._retry(
-            lambda: self._con.execute(
-                f"ATTACH {string_literal('ducklake:' + catalog_uri)} AS lake ({', '.join(options)})"
-            ),
-            what="attach",
+        self._attach_sql = (
+            f"ATTACH {string_literal('ducklake:' + catalog_uri)} AS lake ({', '.join(options)})"
         )
+        # Two processes attaching a brand-new catalog at once race to create it: retry.
+        self._retry(lambda: self._con.execute(self._attach_sql), what="attach")
+
+    def reattach(self) -> None:
+        """Attach the lake again, before any other thread uses this attachment.
+
+        DuckLake reads a table's options (its inlining limit) when the lake is attached: an
+        attachment made while another process was still creating the tables and setting their
+        options goes on inlining rows into a table that must never inline them, and a later
+        column change makes those commits fail ("… has 8 columns but 9 values were supplied")
+        however often they are retried. `Store.init` calls this when the options were not
+        there yet at attach time.
+        """
+        self._local = threading.local()  # cursors of the old attachment
+        self._con.execute("DETACH lake")
+        self._retry(lambda: self._con.execute(self._attach_sql), what="attach")
 
     def _prepare_catalog(self, catalog: Path, data_path: str | None) -> None:
         """Put a SQLite catalog in WAL mode and, given `data_path`, record it there.

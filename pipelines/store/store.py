@@ -68,6 +68,7 @@ class Store(IngestedRows, Predictions, Windows, Feedback, LabelingQueue, Events,
 
         A store made by an older driftlab gains the columns added since; nothing is dropped.
         """
+        settled = self._never_inlined() >= set(FEATURE_TABLES)  # as this attachment read it
         existing = self._existing_columns()
         todo = []
         for name, ddl in TABLES.items():
@@ -80,6 +81,8 @@ class Store(IngestedRows, Predictions, Windows, Feedback, LabelingQueue, Events,
         if todo:
             self.lake.write(lambda cur: _run_all(cur, todo), what="create tables")
         self._never_inline(FEATURE_TABLES)
+        if not settled:
+            self.lake.reattach()  # read the options the catalog has now (`Lake.reattach`)
 
     def _never_inline(self, tables: Sequence[str]) -> None:
         """Make every commit to `tables` a Parquet file, never rows inlined in the catalog.
@@ -92,21 +95,23 @@ class Store(IngestedRows, Predictions, Windows, Feedback, LabelingQueue, Events,
         inlined, and keep the catalog's cheap small commits. The option is kept in the
         catalog, so it holds for every process and notebook that attaches the lake.
         """
-        done = {
-            row[0]
-            for row in self.lake.rows(
-                """SELECT scope_entry FROM ducklake_options('lake')
-                   WHERE option_name = 'data_inlining_row_limit' AND scope = 'TABLE'
-                     AND value = '0'"""
-            )
-        }
+        done = self._never_inlined()
         todo = [
             f"CALL lake.set_option('data_inlining_row_limit', 0, table_name => '{table}')"
             for table in tables
-            if f"main.{table}" not in done
+            if table not in done
         ]
         if todo:
             self.lake.write(lambda cur: _run_all(cur, todo), what="store tables as Parquet")
+
+    def _never_inlined(self) -> set[str]:
+        """The tables whose commits are never inlined, as this attachment sees the catalog."""
+        rows = self.lake.rows(
+            """SELECT scope_entry FROM ducklake_options('lake')
+               WHERE option_name = 'data_inlining_row_limit' AND scope = 'TABLE'
+                 AND value = '0'"""
+        )
+        return {str(row[0]).removeprefix("main.") for row in rows}
 
     def _existing_columns(self) -> dict[str, set[str]]:
         rows = self.lake.rows(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.drift import DriftPolicy, ReferenceProfile, build_reference_profile, check_drift
+from pipelines.drift.reference import Role
 from pipelines.loop.monitoring import _PER_COLUMN
 from pipelines.models.registry import CHAMPION, Registry
 from pipelines.settings import Settings
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 OUTPUT_NUMERIC = ("n_detections", "mean_box_area", "mean_confidence")
 OUTPUT_CLASS = "top_class"
 NUMERIC = (*FEATURE_COLUMNS, *OUTPUT_NUMERIC)
+ROLES: dict[str, Role] = {name: "prediction" for name in (*OUTPUT_NUMERIC, OUTPUT_CLASS)}
+"""The model's outputs: checked and reported like the inputs, but the drift share and the
+dataset verdict count the image quality features alone (the drift engine's roles). A
+detector that finds fewer objects is a symptom to report, not an input that moved."""
 MAX_REFERENCE_IMAGES = 2000
 """Training images profiled at most (evenly spaced): enough for every test's power."""
 
@@ -95,13 +100,16 @@ def reference_profile(settings: Settings, store: Store, model: VisionModel) -> R
     """The champion's reference profile, built once per version (cached on disk)."""
     cache = settings.reference_cache(model.name, model.version)
     if cache.exists():
-        return pickle.loads(cache.read_bytes())  # type: ignore[no-any-return]
+        cached: ReferenceProfile = pickle.loads(cache.read_bytes())
+        if all(cached.roles.get(name) == role for name, role in ROLES.items()):
+            return cached
+        # else: built before the outputs had their role; rebuilt below
     started = time.perf_counter()
     profile = build_reference_profile(
         reference_frame(settings, store, model),
         numeric=NUMERIC,
         categorical=[OUTPUT_CLASS],
-        roles={OUTPUT_CLASS: "prediction"},
+        roles=ROLES,
     )
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
@@ -178,6 +186,7 @@ def check(
         "run_id": run["run_id"],
         "n_current": n,
         "drifted_features": report.drifted_features(),
+        "drifted_outputs": report.drifted_outputs(),
         "window_start": run["window_start"],
         "window_end": run["window_end"],
         "seconds": round(time.perf_counter() - started, 3),

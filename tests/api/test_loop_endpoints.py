@@ -168,3 +168,20 @@ def test_retraining_endpoints_take_the_model(client: TestClient) -> None:
         client.post("/api/retraining/trigger", json={"model": "audio"}),
     ):
         assert bad.status_code == 422 and "tabular" in bad.text and "vision" in bad.text
+
+
+def test_an_alert_names_the_model_it_retrains() -> None:
+    from api.routes.retraining import _firing_alerts
+
+    payload = {
+        "status": "firing",
+        "alerts": [
+            {"labels": {"alertname": "DriftlabDatasetDrift", "model": "vision"}},
+            {"status": "resolved", "labels": {"alertname": "Old"}},
+            {"labels": {"alertname": "DriftlabLiveAccuracyBelowFloor"}, "annotations": {}},
+        ],
+    }
+    assert _firing_alerts(payload) == [
+        ("DriftlabDatasetDrift", "", "vision"),
+        ("DriftlabLiveAccuracyBelowFloor", "", ""),
+    ]

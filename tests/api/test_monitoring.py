@@ -44,11 +44,23 @@ def test_shifted_stream_is_detected_with_its_performance(client: TestClient) -> 
     assert (
         by_feature["label"]["role"] == "label" and by_feature["prediction"]["role"] == "prediction"
     )
+    outputs = {f for f, row in by_feature.items() if row["role"] == "prediction"}
+    assert set(latest["drifted_outputs"]) <= outputs and not outputs & set(
+        summary["drifted_features"]
+    )
     text = client.get("/metrics").text
-    assert 'driftlab_drift_detected{feature="age"} 1.0' in text
-    assert "driftlab_dataset_drift 1.0" in text and "driftlab_live_accuracy" in text
+    assert 'driftlab_drift_detected{feature="age",model="tabular",role="feature"} 1.0' in text
+    assert 'driftlab_dataset_drift{model="tabular"} 1.0' in text
+    assert "driftlab_live_accuracy" in text
     history = client.get("/api/metrics/drift/history").json()["items"]
     assert {r["run_id"] for r in history} == {summary["run_id"]}
+
+
+def test_a_vision_check_without_a_vision_champion_says_so(client: TestClient) -> None:
+    r = client.post("/monitoring/run", params={"model": "vision"})
+    assert r.status_code in (409, 503) and "vision" in r.json()["detail"]
+    assert client.get("/api/metrics/drift", params={"model": "vision"}).json()["run_id"] is None
+    assert client.post("/monitoring/run", params={"model": "tables"}).status_code == 422
 
 
 def test_too_few_predictions_gives_no_verdict(client: TestClient) -> None:

@@ -43,11 +43,15 @@ def test_the_loop_figures_are_exported_with_conventional_names(client: TestClien
     assert value(m["driftlab_model_version"]) == 1
     promoted = value(m["driftlab_champion_promoted_timestamp_seconds"])
     assert 0 < time.time() - promoted < 3600
-    assert value(m["driftlab_dataset_drift"]) == 1
-    assert value(m["driftlab_dataset_drift_streak"]) == 2  # both checks found drift
-    assert abs(time.time() - value(m["driftlab_drift_check_timestamp_seconds"])) < 120
+    assert value(m["driftlab_dataset_drift"], model="tabular") == 1
+    assert (
+        value(m["driftlab_dataset_drift_streak"], model="tabular") == 2
+    )  # both checks found drift
+    assert (
+        abs(time.time() - value(m["driftlab_drift_check_timestamp_seconds"], model="tabular")) < 120
+    )
     assert value(m["driftlab_drift_check_interval_seconds"]) == s.check_interval
-    assert value(m["driftlab_drift_detected"], feature="age") == 1
+    assert value(m["driftlab_drift_detected"], model="tabular", feature="age", role="feature") == 1
     assert value(m["driftlab_live_accuracy_labeled"]) == 300
     assert value(m["driftlab_live_accuracy_floor"]) == s.retrain_accuracy_floor
     assert value(m["driftlab_live_accuracy_min_labeled"]) == s.retrain_min_feedback

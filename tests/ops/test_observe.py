@@ -5,7 +5,10 @@ query finds data in that Prometheus."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,17 +36,22 @@ def quicken(rendered: observe.Rendered) -> None:
         for group in rules["groups"]:
             for rule in group["rules"]:
                 if "alert" in rule:
-                    rule["for"] = "2s"
+                    rule["for"] = "4s"
         path.write_text(yaml.safe_dump(rules, sort_keys=False))
     config = yaml.safe_load(rendered.alertmanager_config.read_text())
-    config["route"].update(group_wait="1s", group_interval="2s", repeat_interval="1h")
+    config["route"].update(group_wait="1s", group_interval="4s", repeat_interval="1h")
     rendered.alertmanager_config.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 @pytest.fixture
 def stack(trained_copy: Path, tmp_path: Path) -> Iterator[tuple[ApiServer, Settings]]:
-    """The API with a key, and Prometheus and Alertmanager watching it (1 s intervals)."""
-    server = ApiServer(trained_copy, DRIFTLAB_API_KEY=KEY, DRIFTLAB_RETRAIN_AUTO="false")
+    """The API with a key, and Prometheus and Alertmanager watching it (2 s intervals: a
+    scrape must end within one, on a machine that also runs the retrain)."""
+    # The gate keeps v1 (a margin no challenger can beat): the panels read v1's live accuracy
+    # whenever the retrain ends.
+    server = ApiServer(
+        trained_copy, DRIFTLAB_API_KEY=KEY, DRIFTLAB_RETRAIN_AUTO="false", DRIFTLAB_GATE_MARGIN="1"
+    )
     server.start(timeout=120)
     settings = make_settings(
         trained_copy,
@@ -52,7 +60,7 @@ def stack(trained_copy: Path, tmp_path: Path) -> Iterator[tuple[ApiServer, Setti
         prometheus_port=free_port(),
         alertmanager_port=free_port(),
     )
-    rendered = observe.render(settings, tmp_path / "ops", scrape_interval="1s")
+    rendered = observe.render(settings, tmp_path / "ops", scrape_interval="2s")
     quicken(rendered)
     procs = []
     try:
@@ -108,12 +116,41 @@ def shifted_traffic_with_wrong_feedback(api: httpx.Client) -> None:
     assert api.post("/log", json=edge).status_code == 200  # the `vision` extra is installed
 
 
+@contextlib.contextmanager
+def steady_traffic(url: str) -> Iterator[None]:
+    """A client predicting a row every 0.2 s meanwhile: rates need a counter that moves."""
+    stop = threading.Event()
+    rows = demo.records(SPLIT.live.head(50))
+    refused: list[str] = []
+
+    def run() -> None:
+        with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=30) as client:
+            for i in itertools.count():
+                if stop.wait(0.2):
+                    return
+                answer = client.post("/predict", json={"records": [rows[i % len(rows)]]})
+                if answer.status_code != 200:
+                    refused.append(answer.text)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+    assert refused == []
+
+
 @pytest.mark.e2e
 def test_an_alert_starts_a_retrain_and_every_panel_finds_data(
     stack: tuple[ApiServer, Settings],
 ) -> None:
     server, settings = stack
-    with httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=60) as api:
+    with (
+        httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=60) as api,
+        steady_traffic(server.url),
+    ):
         shifted_traffic_with_wrong_feedback(api)
 
         def retrains() -> list[dict[str, Any]]:
@@ -146,3 +183,4 @@ def test_an_alert_starts_a_retrain_and_every_panel_finds_data(
         assert wait_until(
             lambda: retrains()[0]["status"] not in {"queued", "running"}, timeout=300
         ), retrains()[0]
+        assert retrains()[0]["status"] == "rejected", retrains()[0]

@@ -309,3 +309,24 @@ def test_decision_and_conditions_serialize_to_json():
 def test_policy_rejects_nonsense(kwargs):
     with pytest.raises(ValueError):
         RetrainPolicy(**kwargs)
+
+
+def test_output_drift_counts_only_through_its_own_setting():
+    """The model's outputs drifting (class mix, confidence) while its inputs did not: reported,
+    but a retrain only when `output_drift` says so."""
+    moved = _c(drifted_outputs=("top_class", "n_detections"), new_labels=80)
+    assert decide(moved).to_dict() == {
+        "should_retrain": False,
+        "reasons": [],
+        "blocked_by": [],
+        "not_met": [],
+    }
+    assert moved.to_dict()["drifted_outputs"] == ["top_class", "n_detections"]
+    decision = decide(moved, RetrainPolicy(output_drift=True))
+    assert decision.should_retrain
+    assert decision.reasons == ["output drift (top_class, n_detections) and 80 new labels ≥ 50"]
+    # Inputs drifted too: the inputs lead, the outputs follow in the same sentence.
+    both = decide(_c(**DRIFT, drifted_outputs=("prediction",), new_labels=80))
+    assert both.reasons == [
+        "dataset drift (age) with drift share 0.80 ≥ 0.30 and 80 new labels ≥ 50"
+    ]

@@ -341,22 +341,53 @@ def test_fine_tune_gate_promote_and_hot_reload(vclient: TestClient, tmp_path: Pa
     assert runs[0]["model_name"] == s.vision_model_name and runs[0]["status"] == final["status"]
 
 
-def test_image_drift_check(vclient: TestClient) -> None:
+def test_image_drift_check_through_the_api(
+    vclient: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
     from pipelines.vision import monitoring
 
     st = state(vclient)
+    monkeypatch.setattr(st.settings, "min_samples", 20)
     items = vdata.make_detection_set(24, split="test", size=IMGSZ, seed=11)
     dark = [vdata.apply_shift(i.image, vdata.Shift(brightness=0.35, blur=1.5)) for i in items]
     for image in dark:
         vclient.post("/predict/image", files={"file": ("a.png", png(image), "image/png")})
-    st.image_log.flush()
-    result = monitoring.check(st.settings, st.store, min_samples=20)
+    r = vclient.post("/monitoring/run", params={"model": "vision"})  # flushes the image log
+    result = r.json()
+    assert r.status_code == 200 and result["model"] == "vision", r.text
     assert result["status"] == "ok" and result["n_current"] == 24
     drifted = set(result["drifted_features"])
     assert {"brightness", "mean_r"} <= drifted
-    rows = st.store.latest_vision_drift()
-    assert rows and all(r["modality"] == "image" for r in rows)
+    assert not drifted & set(monitoring.ROLES)  # the model's outputs are never inputs
+    assert set(result["drifted_outputs"]) <= set(monitoring.ROLES)
+
+    latest = vclient.get("/api/metrics/drift", params={"model": "vision"}).json()
+    assert latest["run_id"] == result["run_id"] and set(latest["drifted_features"]) == drifted
+    roles = {row["feature"]: row["role"] for row in latest["features"]}
+    assert {roles[name] for name in monitoring.ROLES} == {"prediction"}
+    assert {roles[name] for name in set(roles) - set(monitoring.ROLES)} == {"feature"}
+    history = vclient.get("/api/metrics/drift/history", params={"model": "vision"}).json()
+    assert {row["run_id"] for row in history["items"]} == {result["run_id"]}
+    assert vclient.get("/api/metrics/drift/history").json()["items"] == []  # tabular: none
     assert st.store.latest_drift_results() == []  # the tabular view is untouched
+
+    # The retrain trigger counts the inputs alone (it counted `top_class` before).
+    conditions = vclient.get("/api/retraining/conditions", params={"model": "vision"}).json()
+    assert set(conditions["figures"]["drifted_features"]) == drifted
+    assert set(conditions["figures"]["drifted_outputs"]) == set(result["drifted_outputs"])
+
+    families = {f.name: f for f in text_string_to_metric_families(vclient.get("/metrics").text)}
+    detected = {
+        (s.labels["feature"], s.labels["role"]): s.value
+        for s in families["driftlab_drift_detected"].samples
+        if s.labels["model"] == "vision"
+    }
+    assert detected[("brightness", "feature")] == 1.0
+    assert ("top_class", "prediction") in detected
+    share = [s for s in families["driftlab_drift_share"].samples if s.labels["model"] == "vision"]
+    assert share[0].value == pytest.approx(result["drift_share"])
     assert io  # keep the import for bytes helpers
 
 
