@@ -10,7 +10,7 @@ export YOLO_AUTOINSTALL := false
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up observe ops-tools api worker dashboard test test-fast lint format docs lab train train-vision drift retrain retrain-vision simulate bench clean
+.PHONY: help setup up observe ops-tools api worker dashboard test test-fast lint format docs lab train train-vision drift drift-vision retrain retrain-vision simulate bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ train-vision: setup ## first vision model: demo digit images into the store, YOL
 
 drift: setup ## drift report now: results into the store + Evidently HTML in data/reports/
 	$(VENV)/bin/driftlab drift
+
+drift-vision: setup ## image drift report now: the vision check into the store, plots and frames in data/reports/
+	$(VENV)/bin/driftlab drift --vision
 
 worker: setup ## the worker alone: drift checks, labeling queue, retraining decisions
 	$(VENV)/bin/driftlab worker

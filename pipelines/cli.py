@@ -118,11 +118,15 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
-    """Run notebooks/drift_report.ipynb: our check into the store + an Evidently HTML report."""
+    """Run notebooks/drift_report.ipynb: our check into the store + an Evidently HTML report;
+    with --vision, notebooks/drift_report_vision.ipynb: the image check, plots and frames."""
     from pipelines.ops.notebooks import run_notebook
 
-    params: dict[str, Any] = {"window_size": args.window_size, "evidently": not args.no_evidently}
-    out = run_notebook("drift_report", settings, params)
+    if args.vision:
+        out = run_notebook("drift_report_vision", settings, {"window_size": args.window_size})
+    else:
+        params = {"window_size": args.window_size, "evidently": not args.no_evidently}
+        out = run_notebook("drift_report", settings, params)
     _print({**json.loads(out.with_suffix(".json").read_text()), "notebook": str(out)})
     return 0
 
@@ -455,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("drift", help="drift report now (runs notebooks/drift_report.ipynb)")
     p.add_argument("--window-size", type=int, default=1000, help="predictions in the window")
     p.add_argument("--no-evidently", action="store_true", help="skip the Evidently HTML report")
+    p.add_argument(
+        "--vision",
+        action="store_true",
+        help="the vision model's image check (notebooks/drift_report_vision.ipynb)",
+    )
     p.set_defaults(func=cmd_drift)
 
     p = sub.add_parser("retrain", help="retrain, gate and promote (runs notebooks/retrain.ipynb)")

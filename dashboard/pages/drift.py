@@ -1,5 +1,7 @@
 """Drift: effect size per feature over the recent checks, the latest check's verdicts, reference
-vs current distribution of a chosen feature, and a link to the latest Evidently report.
+vs current distribution of a chosen feature, and a link to the latest Evidently report; for the
+tabular model or, chosen at the top, the vision model's image checks (quality features as
+inputs, detections, box size, confidence and top class as outputs).
 
 The "current" distribution is the latest check's own window (its first and last prediction),
 so the chart shows exactly the rows the verdict is about.
@@ -49,6 +51,16 @@ def layout(**_: Any) -> html.Div:
     return html.Div(
         [
             html.H2("Drift"),
+            dcc.RadioItems(
+                id="drift-model",
+                options=[
+                    {"label": " tabular model", "value": "tabular"},
+                    {"label": " vision model (images)", "value": "vision"},
+                ],
+                value="tabular",
+                inline=True,
+                inputStyle={"marginLeft": "12px"},
+            ),
             dcc.Interval(id="drift-interval", interval=30_000),
             html.Div(id="drift-summary", className="cards"),
             html.Div(dcc.Graph(id="drift-heatmap"), className="panel"),
@@ -57,7 +69,8 @@ def layout(**_: Any) -> html.Div:
                 className="panel",
             ),
             html.Div(
-                [
+                id="drift-distribution-panel",
+                children=[
                     html.H3("Reference vs current"),
                     dcc.Dropdown(id="drift-feature", clearable=False, style={"width": "320px"}),
                     dcc.Graph(id="drift-distribution"),
@@ -74,15 +87,23 @@ def layout(**_: Any) -> html.Div:
     Output("drift-table", "children"),
     Output("drift-feature", "options"),
     Output("drift-feature", "value"),
+    Output("drift-distribution-panel", "style"),
     Input("drift-interval", "n_intervals"),
+    Input("drift-model", "value"),
 )
-def refresh(_: int | None) -> tuple[list[Any], Any, Any, list[dict[str, str]], str | None]:
-    """Summary cards, the heatmap over the last checks and the latest check's table."""
+def refresh(
+    _: int | None, model: str | None
+) -> tuple[list[Any], Any, Any, list[dict[str, str]], str | None, dict[str, str]]:
+    """Summary cards, the heatmap over the last checks and the latest check's table, of the
+    chosen model (anything the browser sends but "vision" is the tabular model)."""
     s = services()
+    vision = model == "vision"
     got = s.gather(
-        latest=lambda: latest_summary(s.store),
-        history=lambda: s.store.drift_history(HISTORY_RUNS),
+        latest=lambda: latest_summary(s.store, vision=vision),
+        history=lambda: s.store.drift_history(HISTORY_RUNS, image=vision),
     )
+    # The distribution panel compares tabular feature values; image features have no rows.
+    shown = {"display": "none"} if vision else {}
     latest = got["latest"]
     history = [r for r in got["history"] if r["feature"]]
     heatmap = figures.drift_heatmap(history, f"Effect size per column, last {HISTORY_RUNS} checks")
@@ -90,12 +111,14 @@ def refresh(_: int | None) -> tuple[list[Any], Any, Any, list[dict[str, str]], s
     names = schema.names if schema is not None else []
     options = [{"label": n, "value": n} for n in names]
     if latest["run_id"] is None:
+        how = "POST /monitoring/run?model=vision" if vision else "`make drift`"
         return (
-            [c.card("Latest check", "none", "run `make drift` or wait for the worker")],
+            [c.card("Latest check", "none", f"run {how} or wait for the worker")],
             heatmap,
             "",
             options,
             (names[0] if names else None),
+            shown,
         )
     rows = latest["features"]
     summary = [
@@ -103,16 +126,23 @@ def refresh(_: int | None) -> tuple[list[Any], Any, Any, list[dict[str, str]], s
         c.card(
             "Dataset drift",
             "yes" if latest["dataset_drift"] else "no",
-            ", ".join(latest["drifted_features"]) or "no feature drifted",
+            ", ".join(latest["drifted_features"]) or "no input drifted",
+        ),
+        c.card(
+            "Output drift",
+            f"{len(latest['drifted_outputs'])}",
+            ", ".join(latest["drifted_outputs"]) or "the model's outputs held",
         ),
         c.card(
             "Window",
             f"{latest['n_current']:,}",
-            f"predictions {c.fmt(latest['window_start'])} → {c.fmt(latest['window_end'])}",
+            f"{'images' if vision else 'predictions'} "
+            f"{c.fmt(latest['window_start'])} → {c.fmt(latest['window_end'])}",
         ),
         c.card("Checked", c.ago(latest["ts"]), f"model v{latest['model_version']}"),
-        html.Div(_report_link(s.settings.reports_dir), className="card"),
     ]
+    if not vision:  # Evidently's report is about the tabular features
+        summary.append(html.Div(_report_link(s.settings.reports_dir), className="card"))
     table = c.table(
         rows,
         COLUMNS,
@@ -121,7 +151,7 @@ def refresh(_: int | None) -> tuple[list[Any], Any, Any, list[dict[str, str]], s
         id="drift-latest-table",
     )
     drifted = [n for n in latest["drifted_features"] if n in names]
-    return summary, heatmap, table, options, (drifted or names or [None])[0]
+    return summary, heatmap, table, options, (drifted or names or [None])[0], shown
 
 
 @callback(

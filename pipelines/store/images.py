@@ -251,6 +251,17 @@ class Images(StoreCore):
             },
         }
 
+    def recent_image_refs(self, model_name: str, limit: int) -> list[str]:
+        """The stored images of the last `limit` predictions of `model_name` that kept one
+        (API uploads, and edge frames sent because they were uncertain), newest first."""
+        rows = self.lake.rows(
+            """SELECT image_ref FROM lake.predictions
+               WHERE model_name = ? AND image_ref IS NOT NULL
+               ORDER BY ts DESC, prediction_id DESC LIMIT ?""",
+            [model_name, int(limit)],
+        )
+        return [str(row[0]) for row in rows]
+
     def defect_rate(self, model_name: str, since: dt.datetime) -> float | None:
         """Share of the images served or logged since `since` with at least one detection
         (None without images): what `vision_stats` reports, in one cheap query for /metrics."""

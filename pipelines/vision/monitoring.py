@@ -58,7 +58,7 @@ def reference_frame(settings: Settings, store: Store, model: VisionModel) -> dic
         result = model.predictor.predict(pixels, conf=settings.vision_conf)
         for name, value in output_features(result, pixels.shape[1], pixels.shape[0]).items():
             columns[name].append(value)
-    return _arrays(columns)
+    return feature_arrays(columns)
 
 
 def output_features(result: Any, width: int, height: int) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def output_features(result: Any, width: int, height: int) -> dict[str, Any]:
     }
 
 
-def _arrays(columns: dict[str, list[Any]]) -> dict[str, np.ndarray]:
+def feature_arrays(columns: dict[str, list[Any]]) -> dict[str, np.ndarray]:
     out = {
         name: np.array([np.nan if v is None else v for v in columns[name]], dtype=np.float64)
         for name in NUMERIC
@@ -94,6 +94,13 @@ def _arrays(columns: dict[str, list[Any]]) -> dict[str, np.ndarray]:
         [NO_OBJECT if v is None else str(v) for v in columns[OUTPUT_CLASS]], dtype=object
     )
     return out
+
+
+def window_arrays(table: Any) -> dict[str, np.ndarray]:
+    """The columns the check compares, from `Store.image_feature_window`'s table."""
+    return feature_arrays(
+        {name: table.column(name).to_pylist() for name in (*NUMERIC, OUTPUT_CLASS)}
+    )
 
 
 def reference_profile(settings: Settings, store: Store, model: VisionModel) -> ReferenceProfile:
@@ -161,7 +168,7 @@ def check(
     if n < policy.min_samples:
         return {**summary, "status": "insufficient_data", "n_current": n}
     profile = reference_profile(settings, store, model)
-    current = _arrays({name: table.column(name).to_pylist() for name in (*NUMERIC, OUTPUT_CLASS)})
+    current = window_arrays(table)
     report = check_drift(profile, current, policy)
     ts = table.column("ts").to_pylist()
     run = {

@@ -53,6 +53,48 @@ def test_overview_shows_the_estimated_accuracy_beside_the_realized(
     assert page.errors == []
 
 
+def test_drift_page_shows_the_vision_model_s_image_check(
+    page: Page, dashboard: DashboardServer
+) -> None:
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    check = {
+        "run_id": "image-check-1", "ts": now, "model_version": "3", "window_start": now,
+        "window_end": now, "n_reference": 200, "n_current": 120, "test": "ks",
+        "dataset_drift": True, "drift_share": 0.5, "method": "share", "modality": "image",
+    }  # fmt: skip
+    rows = [
+        {**check, "feature": feature, "role": role, "drifted": drifted, "effect_size": effect}
+        for feature, role, drifted, effect in (
+            ("brightness", "feature", True, 0.4),
+            ("sharpness", "feature", False, 0.0),
+            ("top_class", "prediction", True, 0.3),
+        )
+    ]
+    store = Store.open(make_settings(dashboard.data_dir))
+    try:
+        store.add_drift_results(rows)
+    finally:
+        store.close()
+    tab = page.open("/drift", "#drift-summary .card")
+    tabular = tab.locator("#drift-summary").inner_text()
+    tab.get_by_label("vision model (images)").check()
+    tab.wait_for_function(
+        "document.querySelector('#drift-summary').innerText.includes('top_class')"
+    )
+    cards = tab.locator("#drift-summary").inner_text().lower()
+    assert "dataset drift\nyes\nbrightness" in cards and "120\nimages" in cards
+    assert "output drift\n1\ntop_class" in cards  # an output, not an input
+    assert "evidently" not in cards and "evidently" in tabular.lower()  # a tabular report
+    table = tab.locator("#drift-latest-table").inner_text()
+    assert "brightness" in table and "prediction" in table
+    assert not tab.locator("#drift-distribution-panel").is_visible()
+    tab.get_by_label("tabular model").check()
+    tab.wait_for_selector("#drift-distribution-panel", state="visible")
+    assert page.errors == []
+
+
 def test_drift_page_links_the_latest_evidently_report(page: Page) -> None:
     tab = page.open("/drift", "#drift-report-link")
     href = tab.get_attribute("#drift-report-link", "href")

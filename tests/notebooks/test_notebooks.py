@@ -16,7 +16,9 @@ from pipelines.store import Store
 from tests.conftest import make_settings
 
 
-@pytest.mark.parametrize("name", ["train", "drift_report", "retrain", "explore"])
+@pytest.mark.parametrize(
+    "name", ["train", "drift_report", "drift_report_vision", "retrain", "explore"]
+)
 def test_notebooks_are_thin_and_committed_without_outputs(name: str) -> None:
     nb = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]

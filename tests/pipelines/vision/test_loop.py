@@ -391,6 +391,30 @@ def test_image_drift_check_through_the_api(
     assert io  # keep the import for bytes helpers
 
 
+def test_image_drift_report_notebook(vclient: TestClient) -> None:
+    """`driftlab drift --vision`: the check stored, the drifted columns plotted, inputs before
+    outputs, and frames of both sides."""
+    import json
+
+    from pipelines.ops.notebooks import run_notebook
+
+    st = state(vclient)
+    items = vdata.make_detection_set(24, split="test", size=IMGSZ, seed=12)
+    for item in items:
+        dark = vdata.apply_shift(item.image, vdata.Shift(brightness=0.35))
+        vclient.post("/predict/image", files={"file": ("a.png", png(dark), "image/png")})
+    st.image_log.flush()
+    out = run_notebook("drift_report_vision", st.settings, {"min_samples": 20, "frames": 4})
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["status"] == "ok" and result["n_current"] == 24
+    assert "brightness" in result["drifted_features"]
+    assert result["run_id"] == st.store.latest_vision_drift()[0]["run_id"]
+    for key in ("plot", "frames"):
+        png_file = Path(result[key])
+        assert png_file.parent == st.settings.reports_dir
+        assert png_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 class Flaky:
     """The app's TestClient behind a switch: while `down`, every call fails to connect."""
 
