@@ -51,10 +51,12 @@ def gauge(name: str, text: str, value: float | None) -> Iterator[Metric]:
         yield GaugeMetricFamily(name, text, value=float(value))
 
 
-def labeled(name: str, text: str, label: str, values: Iterable[tuple[str, float]]) -> Metric:
+def labeled(name: str, text: str, label: str, values: Iterable[tuple[str, float | None]]) -> Metric:
+    """A gauge with one label, one sample per known value."""
     family = GaugeMetricFamily(name, text, labels=[label])
     for key, value in values:
-        family.add_metric([key], float(value))
+        if value is not None:
+            family.add_metric([key], float(value))
     return family
 
 
@@ -113,14 +115,6 @@ class StoreFigures(Collector):
         models = ["tabular"] + (["vision"] if self.state.vision is not None else [])
         checks = {m: latest_summary(store, vision=m == "vision") for m in models}
         checks = {m: c for m, c in checks.items() if c["run_id"] is not None}
-        streaks = {m: store.drift_check_streak(image=m == "vision") for m in checks}
-
-        def per_model(name: str, text: str, values: dict[str, float | None]) -> Metric:
-            family = GaugeMetricFamily(name, text, labels=["model"])
-            for model, value in values.items():
-                if value is not None:
-                    family.add_metric([model], float(value))
-            return family
 
         def per_column(name: str, text: str, value: Callable[[dict], float]) -> Metric:
             family = GaugeMetricFamily(name, text, labels=["model", "feature", "role"])
@@ -139,30 +133,35 @@ class StoreFigures(Collector):
             "1 if the column drifted in the latest check",
             lambda r: 1.0 if r["drifted"] else 0.0,
         )
-        yield per_model(
+        yield labeled(
             "driftlab_drift_share",
             "Share of drifted inputs (role feature), latest check",
-            {m: c["drift_share"] for m, c in checks.items()},
+            "model",
+            [(m, c["drift_share"]) for m, c in checks.items()],
         )
-        yield per_model(
+        yield labeled(
             "driftlab_dataset_drift",
             "1 if the latest check found dataset drift in the inputs",
-            {m: 1.0 if c["dataset_drift"] else 0.0 for m, c in checks.items()},
+            "model",
+            [(m, float(c["dataset_drift"])) for m, c in checks.items()],
         )
-        yield per_model(
+        yield labeled(
             "driftlab_output_drift",
             "Drifted model outputs (role prediction) in the latest check",
-            {m: len(c["drifted_outputs"]) for m, c in checks.items()},
+            "model",
+            [(m, len(c["drifted_outputs"])) for m, c in checks.items()],
         )
-        yield per_model(
+        yield labeled(
             "driftlab_dataset_drift_streak",
             "Consecutive drift checks, up to the latest, that found dataset drift",
-            {m: streak["streak"] for m, streak in streaks.items()},
+            "model",
+            [(m, store.drift_check_streak(image=m == "vision")) for m in checks],
         )
-        yield per_model(
+        yield labeled(
             "driftlab_drift_check_timestamp_seconds",
             "When the latest drift check ran",
-            {m: st["ts"].timestamp() if st["ts"] else None for m, st in streaks.items()},
+            "model",
+            [(m, c["ts"].timestamp()) for m, c in checks.items()],
         )
 
     def _performance(self) -> Iterator[Metric]:

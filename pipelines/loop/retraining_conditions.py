@@ -33,21 +33,13 @@ def conditions(
     """
     champion = registry.alias_version(CHAMPION)
     info = registry.version(champion) if champion else None
-    drift = store.latest_drift_results()
-    current = [r for r in drift if r["model_version"] == champion]
-    features = [r for r in current if r["role"] == "feature"]
-    outputs = [r for r in current if r["role"] == "prediction"]
-    p_values = [r["p_adjusted"] for r in features if r["p_adjusted"] is not None]
+    current = [r for r in store.latest_drift_results() if r["model_version"] == champion]
     accuracy = store.feedback_accuracy(champion)
     estimate = estimated_performance.latest(store, champion) if champion else None
     harm = (estimate or {}).get("metrics", {}).get(estimated_performance.HEADLINE, {})
     return Conditions(
         now=time.time() if now is None else now,
-        dataset_drift=bool(current and current[0]["dataset_drift"]),
-        drift_share=float(current[0]["drift_share"] or 0.0) if current else 0.0,
-        drifted_features=tuple(r["feature"] for r in features if r["drifted"]),
-        drifted_outputs=tuple(r["feature"] for r in outputs if r["drifted"]),
-        min_p_value=min(p_values) if p_values else None,
+        **drift_figures(current),
         new_labels=store.new_labels(info.snapshot_id if info else None),
         errors_per_class=store.errors_per_class(champion),
         live_accuracy=accuracy["accuracy"],
@@ -79,26 +71,34 @@ def vision_conditions(
     champion = registry.alias_version(CHAMPION)
     info = registry.version(champion) if champion else None
     drift = [r for r in store.latest_vision_drift() if r["model_version"] == champion]
-    # Inputs (image quality) and outputs apart, as for tabular models: the drift share and the
-    # verdict count the inputs (`pipelines.vision.monitoring.ROLES`).
-    columns = [r for r in drift if r["role"] == "feature"]
-    outputs = [r for r in drift if r["role"] == "prediction"]
-    p_values = [r["p_adjusted"] for r in columns if r["p_adjusted"] is not None]
     name = registry.model_name
     metric = info.metrics.get("top1") if info else None
     return Conditions(
         now=time.time() if now is None else now,
-        dataset_drift=bool(drift and drift[0]["dataset_drift"]),
-        drift_share=float(drift[0]["drift_share"] or 0.0) if drift else 0.0,
-        drifted_features=tuple(r["feature"] for r in columns if r["drifted"]),
-        drifted_outputs=tuple(r["feature"] for r in outputs if r["drifted"]),
-        min_p_value=min(p_values) if p_values else None,
+        **drift_figures(drift),
         new_labels=store.vision_new_labels(name, info.snapshot_id if info else None),
         errors_per_class=image_errors_per_class(store.vision_label_outcomes(name, champion)),
         champion_accuracy=metric,
         last_retrain_at=last_retrain_at(settings, store, vision=True),
         running=is_running(settings),
     )
+
+
+def drift_figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The `Conditions` drift fields from one check's rows (either model's): the verdict and
+    share as the check stored them, the drifted inputs (role `feature`) and, apart, the drifted
+    outputs (role `prediction`: `pipelines.vision.monitoring.ROLES` for images)."""
+    inputs = [r for r in rows if r["role"] == "feature"]
+    p_values = [r["p_adjusted"] for r in inputs if r["p_adjusted"] is not None]
+    return {
+        "dataset_drift": bool(rows and rows[0]["dataset_drift"]),
+        "drift_share": float(rows[0]["drift_share"] or 0.0) if rows else 0.0,
+        "drifted_features": tuple(r["feature"] for r in inputs if r["drifted"]),
+        "drifted_outputs": tuple(
+            r["feature"] for r in rows if r["role"] == "prediction" and r["drifted"]
+        ),
+        "min_p_value": min(p_values) if p_values else None,
+    }
 
 
 def image_errors_per_class(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:

@@ -49,23 +49,22 @@ class Events(StoreCore):
             [image, int(limit_runs)],
         ).to_pylist()
 
-    def drift_check_streak(self, *, image: bool = False) -> dict[str, Any]:
-        """When the latest tabular (or `image`) drift check ran, and how many checks in a row,
-        up to it, found dataset drift (0 when it did not)."""
+    def drift_check_streak(self, *, image: bool = False) -> int:
+        """How many tabular (or `image`) drift checks in a row, up to the latest, found dataset
+        drift (0 when the latest did not)."""
         row = self.lake.rows(
             """WITH runs AS (
                    SELECT run_id, max(ts) AS ts, bool_or(dataset_drift) AS drift
                    FROM lake.drift_results WHERE (modality IS NOT DISTINCT FROM 'image') = ?
                    GROUP BY run_id
                )
-               SELECT max(ts),
-                      count(*) FILTER (ts > coalesce(
+               SELECT count(*) FILTER (ts > coalesce(
                           (SELECT max(ts) FROM runs WHERE NOT coalesce(drift, false)),
                           TIMESTAMPTZ 'epoch'))
                FROM runs""",
             [image],
         )[0]
-        return {"ts": row[0], "streak": int(row[1])}
+        return int(row[0])
 
     def latest_vision_drift(self) -> list[dict[str, Any]]:
         """Every row of the most recent image drift check."""

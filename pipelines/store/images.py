@@ -194,8 +194,7 @@ class Images(StoreCore):
             params,
         )[0]
         f = self.lake.rows(
-            f"""SELECT count(*), count(*) FILTER (n_detections > 0),
-                       avg(fps) FILTER (origin = 'edge'),
+            f"""SELECT avg(fps) FILTER (origin = 'edge'),
                        quantile_cont(inference_ms, 0.5), quantile_cont(inference_ms, 0.99)
                 FROM lake.image_features WHERE {where}""",
             params,
@@ -231,16 +230,15 @@ class Images(StoreCore):
                     GROUP BY prediction ORDER BY prediction""",
                 params,
             )
-        n_features, with_detections = int(f[0]), int(f[1])
         return {
             "images": int(n),
             "uncertain": int(uncertain),
             "latency_ms_p50": p50,
             "latency_ms_p99": p99,
-            "edge_fps": f[2],
-            "inference_ms_p50": f[3],
-            "inference_ms_p99": f[4],
-            "defect_rate": with_detections / n_features if n_features else None,
+            "edge_fps": f[0],
+            "inference_ms_p50": f[1],
+            "inference_ms_p99": f[2],
+            "defect_rate": self.defect_rate(model_name, since),
             "confidence_histogram": {
                 "edges": [round(i / 10, 1) for i in range(11)],
                 "counts": [int(hist.get(i, 0)) for i in range(10)],
@@ -262,12 +260,12 @@ class Images(StoreCore):
         )
         return [str(row[0]) for row in rows]
 
-    def defect_rate(self, model_name: str, since: dt.datetime) -> float | None:
-        """Share of the images served or logged since `since` with at least one detection
-        (None without images): what `vision_stats` reports, in one cheap query for /metrics."""
+    def defect_rate(self, model_name: str, since: dt.datetime | None = None) -> float | None:
+        """Share of the images served or logged (since `since`) with at least one detection;
+        None without images. One cheap query: /metrics reads it at each scrape."""
         n, with_detections = self.lake.rows(
             """SELECT count(*), count(*) FILTER (n_detections > 0) FROM lake.image_features
-               WHERE model_name = ? AND ts >= ?""",
+               WHERE model_name = ? AND ts >= coalesce(?, TIMESTAMPTZ 'epoch')""",
             [model_name, since],
         )[0]
         return int(with_detections) / int(n) if n else None
