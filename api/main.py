@@ -59,7 +59,7 @@ async def sample_metrics(state: AppState, every: float = 1.0) -> None:
     """Keep this process's series current between scrapes (`Metrics.sample`)."""
     while True:
         await asyncio.sleep(every)
-        state.metrics.sample(state.batcher, state.log)
+        state.metrics.sample(state.batcher, state.log, state.serving.shadow_log)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

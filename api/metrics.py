@@ -81,6 +81,28 @@ class Metrics:
             "/predict requests those model calls answered (their ratio: requests per call)",
             registry=r,
         )
+        self.rollout_requests = Counter(
+            "driftlab_rollout_requests",
+            "/predict requests served on each arm of a canary (champion, challenger)",
+            ["arm"],
+            registry=r,
+        )
+        self.shadow_answered = Counter(
+            "driftlab_shadow_predictions",
+            "Rows a shadow challenger answered beside the champion (logged, never served)",
+            registry=r,
+        )
+        self.shadow_failed = Counter(
+            "driftlab_shadow_failures",
+            "Shadow model calls or logs that failed (the served answers went out all the same)",
+            registry=r,
+        )
+        self.shadow_pending = Gauge(
+            "driftlab_shadow_log_pending_rows",
+            "Shadow answers logged to the spool, not yet in the lake",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.ingested = Counter("driftlab_ingested_rows", "Rows ingested", registry=r)
         self.feedback = Counter("driftlab_feedback", "Feedback received", ["kind"], registry=r)
         self.log_pending = Gauge(
@@ -143,7 +165,9 @@ class Metrics:
             ["cls"],
             registry=r,
         )
-        self._sampled = {"batches": 0, "requests": 0, "flushed": 0, "errors": 0}
+        self._sampled = dict.fromkeys(
+            ("batches", "requests", "flushed", "errors", "shadow", "shadow_failed"), 0
+        )
         self._responses: dict[tuple[str, int], Any] = {}  # labelled children, looked up once
 
     def count_response(self, handler: str, status: int) -> None:
@@ -158,17 +182,20 @@ class Metrics:
 
     # -- what this process's parts counted themselves ------------------------------------------
 
-    def sample(self, batcher: Any, log: Any) -> None:
-        """Bring the series up to date with what the batcher and the prediction log count
+    def sample(self, batcher: Any, log: Any, shadow_log: Any) -> None:
+        """Bring the series up to date with what the batcher and the prediction logs count
         (plain attributes: `pipelines` does not know about Prometheus). Called at each scrape
         and every second (`api.main`): in multiprocess mode a scrape reaches one process, and
         the others' files must be current too."""
         self.log_pending.set(log.pending_rows)
+        self.shadow_pending.set(shadow_log.pending_rows)
         for key, counter, now in (
             ("batches", self.batches, batcher.batches),
             ("requests", self.batched_requests, batcher.requests),
             ("flushed", self.log_flushed, log.flushed_rows),
             ("errors", self.log_flush_errors, log.flush_errors),
+            ("shadow", self.shadow_answered, shadow_log.answered),
+            ("shadow_failed", self.shadow_failed, shadow_log.failed),
         ):
             if now > self._sampled[key]:
                 counter.inc(now - self._sampled[key])

@@ -18,6 +18,7 @@ from pipelines.ops import logs, supervisor
 from pipelines.serving import bulkjson
 from pipelines.serving.model import ModelHolder
 from pipelines.serving.predict import Batcher
+from pipelines.serving.rollout import CanaryGuard
 from pipelines.serving.services import Serving, ServingParts, VisionServing
 from pipelines.settings import Settings
 from pipelines.store import Store
@@ -49,10 +50,12 @@ class AppState(ServingParts):
     vision_serving: VisionServing | None = None  # None without the `vision` extra
     started_at: float = field(default_factory=time.time)
     batcher: Batcher = field(init=False)  # /predict's micro-batcher, over `log` and `band`
+    canary_guard: CanaryGuard = field(init=False)  # each canary arm's last minute, here
     store_figures: CollectorRegistry = field(init=False)  # the store's figures for /metrics
 
     def __post_init__(self) -> None:
         self.batcher = Batcher(self.log, self.band)
+        self.canary_guard = CanaryGuard(self.settings.rollout_guard_factor)
         self.store_figures = CollectorRegistry(auto_describe=False)
         self.store_figures.register(StoreFigures(self))
 

@@ -40,7 +40,12 @@ PERFORMANCE_KINDS = (
 )
 """(series kind, key in an estimate's figures, help) for `driftlab_<kind>_performance`."""
 
-RETRAIN_OUTCOMES = {"promoted": "succeeded", "rejected": "succeeded", "failed": "failed"}
+RETRAIN_OUTCOMES = {
+    "promoted": "succeeded",
+    "in_rollout": "succeeded",
+    "rejected": "succeeded",
+    "failed": "failed",
+}
 """A run's final status -> the outcome its timestamp is exported under. A rejected challenger
 is a retrain that worked: the gate kept the champion."""
 

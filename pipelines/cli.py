@@ -321,16 +321,38 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         ]
         _print(rows)
         return 0
+    from pipelines.loop import rollouts
+
     store = Store.open(settings)
     who = os.environ.get("USER", "cli")
     try:
+        if args.action in ("promote", "shadow", "canary") and not args.version:
+            raise SystemExit(f"driftlab models {args.action} VERSION")
         if args.action == "promote":
-            if not args.version:
-                raise SystemExit("driftlab models promote VERSION")
             _print(promotion.promote(store, registry, args.version, who=who, why=args.why))
-        else:
+        elif args.action == "rollback":
             _print(promotion.rollback(store, registry, who=who, why=args.why))
-    except promotion.PromotionError as exc:
+        elif args.action in ("shadow", "canary"):
+            default = 1.0 if args.action == "shadow" else settings.rollout_canary_share
+            share = default if args.share is None else args.share
+            _print(
+                rollouts.start(
+                    store,
+                    registry,
+                    mode=args.action,
+                    version=args.version,
+                    share=share,
+                    who=who,
+                    why=args.why,
+                )
+            )
+        elif args.action == "rollout":
+            _print(rollouts.status(settings, store, registry))
+        elif args.action == "stop-rollout":
+            _print(rollouts.stop(store, registry, who=who, why=args.why))
+        else:  # promote-rollout
+            _print(rollouts.promote_now(store, registry, who=who, why=args.why))
+    except (promotion.PromotionError, rollouts.RolloutError) as exc:
         raise SystemExit(str(exc)) from None
     return 0
 
@@ -517,9 +539,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="one round, then exit")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("models", help="list, promote or roll back registered models")
-    p.add_argument("action", choices=["list", "promote", "rollback"])
-    p.add_argument("version", nargs="?", help="version to promote")
+    p = sub.add_parser(
+        "models", help="list, promote or roll back registered models; shadow and canary rollouts"
+    )
+    p.add_argument(
+        "action",
+        choices=[
+            "list",
+            "promote",
+            "rollback",
+            "shadow",
+            "canary",
+            "rollout",
+            "stop-rollout",
+            "promote-rollout",
+        ],
+        help="rollout: the running rollout's figures and verdict",
+    )
+    p.add_argument("version", nargs="?", help="version to promote, shadow or canary")
+    p.add_argument(
+        "--share",
+        type=float,
+        help="share of requests a shadow answers (default 1) or a canary serves "
+        "(default DRIFTLAB_ROLLOUT_CANARY_SHARE)",
+    )
     p.add_argument("--why", default="manual", help="reason, kept in the audit trail")
     p.set_defaults(func=cmd_models)
 

@@ -289,6 +289,56 @@ class Settings(BaseSettings):
         "class's recall may drop (plus two standard errors of that recall), for a promotion.",
     )
 
+    # -- rollouts: a challenger beside the champion on live traffic ----------------------------
+    rollout: Literal["direct", "shadow", "canary"] = Field(
+        "shadow",
+        description="What a tabular retrain that passes the gate does: `direct` promotes it at "
+        "once; `shadow` runs it beside the champion on live requests (answers logged, never "
+        "served) and `canary` serves it a share of requests, both until the live test on "
+        "labels decides.",
+    )
+    rollout_shadow_share: float = Field(
+        1.0, gt=0, le=1, description="Share of requests a retrain's shadow challenger also answers."
+    )
+    rollout_canary_share: float = Field(
+        0.1, gt=0, lt=1, description="Share of requests a retrain's canary challenger serves."
+    )
+    rollout_alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="False-decision rate of the live test: the chance of promoting a challenger "
+        "worse than the champion by more than the margin, or of stopping one as good as it, "
+        "over every look (each look tests at this divided by `DRIFTLAB_ROLLOUT_LOOKS`).",
+    )
+    rollout_margin: float = Field(
+        0.01,
+        ge=0,
+        lt=1,
+        description="Non-inferiority margin in accuracy: a challenger shown to lose less than "
+        "this, and better on the point estimate, is promoted.",
+    )
+    rollout_label_budget: int = Field(
+        400,
+        ge=20,
+        description="Most labeled predictions the live test uses (labeled pairs for a shadow, "
+        "labeled canary answers for a canary); at the budget without a verdict the challenger "
+        "is stopped and the champion stays.",
+    )
+    rollout_looks: int = Field(
+        4,
+        ge=1,
+        le=20,
+        description="How many times the live test looks at the labels, at equal steps up to the "
+        "budget.",
+    )
+    rollout_guard_factor: float = Field(
+        3.0,
+        gt=1,
+        description="A canary is rolled back at once when, over the last minute, its 5xx share or "
+        "its p99 latency exceeds the champion's by this factor.",
+    )
+
     # -- vision: YOLO detection / classification through the same loop ------------------------
     images_dir_override: Path | None = Field(
         None,

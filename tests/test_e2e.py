@@ -1,7 +1,7 @@
 """The whole loop with real processes: API + worker on an empty data dir, demo data in, a first
 model trained by the notebook, a shifted replay of real data, drift, the queue filling, people
-answering it, the policy deciding, a retrain run, the challenger promoted and served without a
-restart, then a rollback.
+answering it, the policy deciding, a retrain run, the challenger run in the shadow of the
+champion until labels on live traffic promote it, served without a restart, then a rollback.
 
 The data is the digits demo (`demo.digits_split`): its shift is one that labels can teach, so
 the challenger is clearly better and the promotion is deterministic. (With the survey demo the
@@ -40,6 +40,9 @@ LOOP_ENV = {
     # test follows the drift path.
     "DRIFTLAB_RETRAIN_FAIL_THRESHOLD": "100000",
     "DRIFTLAB_RETRAIN_ACCURACY_FLOOR": "0",
+    # The default rollout (shadow), decided on a hundred labeled pairs, looked at twice.
+    "DRIFTLAB_ROLLOUT_LABEL_BUDGET": "100",
+    "DRIFTLAB_ROLLOUT_LOOKS": "2",
 }
 
 
@@ -132,7 +135,7 @@ def test_the_loop_turns(processes: tuple[ApiServer, CliProcess], tmp_path: Path)
         "the worker to finish a retrain",
         lambda: (
             (s := http.get("/api/retraining/status").json())["latest"]
-            and s["latest"]["status"] in {"promoted", "rejected", "failed"}
+            and s["latest"]["status"] in {"promoted", "in_rollout", "rejected", "failed"}
             and s["latest"]
         ),
         240,
@@ -140,7 +143,7 @@ def test_the_loop_turns(processes: tuple[ApiServer, CliProcess], tmp_path: Path)
     )
     assert run["trigger"] == "worker", run
     assert any("drift" in r and "new labels" in r for r in run["reasons"]), run["reasons"]
-    assert run["status"] == "promoted", run["decision"]
+    assert run["status"] == "in_rollout", run["decision"]
     new = run["candidate_version"]
     assert new == "2" and run["champion_version"] == "1"
     metrics = run["metrics"]
@@ -149,12 +152,33 @@ def test_the_loop_turns(processes: tuple[ApiServer, CliProcess], tmp_path: Path)
     assert recent["challenger"]["n"] >= 30  # the gate judged on the drifted population
     assert recent["challenger"]["accuracy"] > recent["champion"]["accuracy"] + 0.2
 
-    # 6. The API serves the challenger without a restart; the audit trail says why.
-    until("the API to serve the new champion", lambda: _serving(http) == new, 30)
+    # 6. The challenger answers in the shadow of the champion, never served; labels on the
+    #    traffic both answered decide, and the worker promotes it.
+    until(
+        "the API to run the shadow",
+        lambda: (http.get("/health").json().get("rollout") or {}).get("mode") == "shadow",
+        30,
+    )
+    rollout = http.get("/api/models/rollout").json()
+    assert rollout["challenger_version"] == new and rollout["retrain_event"] == run["event_id"]
+    replay = split.shifted.head(200)
+    answered_by_both = []
+    for start in range(0, len(replay), 50):
+        chunk = replay.iloc[start : start + 50]
+        out = http.post("/predict", json={"records": records(chunk)}).json()
+        assert out["model_version"] == "1"  # the shadow never serves
+        answered_by_both += zip(out["prediction_ids"], chunk["digit"].tolist(), strict=True)
+    for pid, digit in answered_by_both[:120]:
+        r = http.post("/feedback", json={"prediction_id": pid, "label": digit})
+        assert r.status_code == 200, r.text
+    until("the live test to promote the challenger", lambda: _serving(http) == new, 60)
     probe = {"records": records(split.shifted.head(1))}
     assert http.post("/predict", json=probe).json()["model_version"] == new
     history = http.get("/api/model-status").json()["history"]
-    assert history[0]["event"] == "promoted" and history[0]["to_version"] == new
+    assert [h["event"] for h in history[:2]] == ["rollout_promoted", "promoted"]
+    assert history[1]["to_version"] == new and "significantly better" in history[0]["why"]
+    test = history[0]["details"]["comparison"]
+    assert test["test"] == "mcnemar_exact" and test["counts"]["c"] > test["counts"]["b"]
 
     # 7. Roll back: version 1 serves again, also audited.
     r = http.post("/api/models/rollback", json={"why": "e2e rollback", "who": "e2e"})

@@ -34,9 +34,31 @@ def health(state: StateDep) -> dict[str, Any]:
             "pending_rows": state.log.pending_rows,  # acknowledged, not yet in the lake
             "last_error": state.log.last_error,
         },
+        "rollout": _rollout(state),
         "batching": {"requests": state.batcher.requests, "model_calls": state.batcher.batches},
         "ingest_commits": {
             "batches": state.store.ingest_group.items,
             "commits": state.store.ingest_group.commits,
+        },
+    }
+
+
+def _rollout(state: StateDep) -> dict[str, Any] | None:
+    """The rollout this process applies, and its shadow log (None without a rollout)."""
+    live, shadow_log = state.serving.rollouts.current, state.serving.shadow_log
+    if live is None and not shadow_log.pending_rows:
+        return None
+    return {
+        "rollout_id": live.rollout_id if live else None,
+        "mode": live.mode if live else None,
+        "share": live.share if live else None,
+        "challenger_version": live.model.version if live else None,
+        "error": state.serving.rollouts.last_error,
+        "shadow_log": {
+            "answered_rows": shadow_log.answered,
+            "failed_calls": shadow_log.failed,
+            "flushed_rows": shadow_log.flushed_rows,
+            "pending_rows": shadow_log.pending_rows,
+            "last_error": shadow_log.last_error,
         },
     }

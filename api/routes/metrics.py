@@ -19,7 +19,7 @@ router = APIRouter(tags=["monitoring"])
 def prometheus(state: StateDep) -> Response:
     """This process's series (every process's, summed, with several: `api.metrics`), then the
     figures read from the store (`api.store_metrics`)."""
-    state.metrics.sample(state.batcher, state.log)
+    state.metrics.sample(state.batcher, state.log, state.serving.shadow_log)
     body = generate_latest(process_registry(state.metrics)) + generate_latest(state.store_figures)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 

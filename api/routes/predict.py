@@ -1,7 +1,15 @@
-"""POST /predict: tabular predictions, logged durably before the answer goes out."""
+"""POST /predict: tabular predictions, logged durably before the answer goes out.
+
+During a rollout (`pipelines.loop.rollouts`) a shadow challenger answers the sampled requests
+too (logged, never returned), or a canary serves its share of them: an `X-Client-Id` header
+keeps a client on one arm, and the canary guard stops a canary whose 5xx share or p99 latency
+runs away from the champion's.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
@@ -14,9 +22,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.deps import serving_model
 from api.routes._body import documented, rows_body
 from api.state import AppState
+from pipelines.loop import rollouts
 from pipelines.schema import SchemaError, check_row_count
+from pipelines.serving.model import ServingModel
+from pipelines.serving.predict import Columns
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["predictions"])
+
+CLIENT_HEADER = "x-client-id"
+"""The header whose value keeps a client on one arm of a canary."""
 
 
 # The first handwritten 0 of scikit-learn's digits, the default demo's 64 pixels (ink 0-16).
@@ -51,13 +67,14 @@ async def predict(request: Request) -> Response:
     same `answer`: this route is reached only by an app built without it."""
     state: AppState = request.app.state.driftlab
     started = time.perf_counter()
-    content = await answer(state, await request.body(), started)
+    client = request.headers.get(CLIENT_HEADER)
+    content = await answer(state, await request.body(), started, client)
     return Response(content, media_type="application/json")
 
 
-async def answer(state: AppState, body: bytes, started: float) -> bytes:
+async def answer(state: AppState, body: bytes, started: float, client: str | None = None) -> bytes:
     """The /predict answer as JSON bytes, or an HTTPException (422, 503). `api.guard` has
-    checked the request's key and size."""
+    checked the request's key and size; `client` is the `X-Client-Id` header, if any."""
     model = serving_model(state)
     max_rows = state.settings.max_rows_per_request
     payload, bulk = rows_body(body, model.schema, {"features": list, "records": list})
@@ -72,11 +89,54 @@ async def answer(state: AppState, body: bytes, started: float) -> bytes:
                 )
         except SchemaError as exc:
             raise HTTPException(422, str(exc)) from None
-        # Requests read in the same event-loop turn share one model call and one log write.
-        out = await state.batcher.predict(model, columns, started)
+        model, shadow, arm = state.serving.route(model, client)
+        if arm is None:
+            # Requests read in the same event-loop turn share one model call and one log write.
+            out = await state.batcher.predict(model, columns, started, shadow)
+        else:
+            out = await _on_arm(state, model, columns, started, arm)
     state.metrics.predictions.labels(model.version).inc(len(out["predictions"]))
     state.metrics.uncertain.inc(sum(out["uncertain"]))
     return orjson.dumps(out)  # plain lists, already checked: no response model to validate
+
+
+async def _on_arm(
+    state: AppState, model: ServingModel, columns: Columns, started: float, arm: str
+) -> dict[str, Any]:
+    """A canary's request: answered by its arm's model, its outcome counted by the guard."""
+    state.metrics.rollout_requests.labels(arm).inc()
+    try:
+        out = await state.batcher.predict(model, columns, started)
+    except Exception:
+        state.canary_guard.record(arm, (time.perf_counter() - started) * 1000, error=True)
+        _check_canary(state)
+        raise
+    state.canary_guard.record(arm, (time.perf_counter() - started) * 1000, error=False)
+    _check_canary(state)
+    return out
+
+
+def _check_canary(state: AppState) -> None:
+    """Roll a failing canary back: this process stops routing to it now, and the rollout is
+    ended in the store (every process follows within its poll)."""
+    why = state.canary_guard.failing()
+    rollout = state.serving.rollouts.current
+    if why is None or rollout is None:
+        return
+    state.serving.rollouts.drop(rollout.rollout_id)
+    state.canary_guard.reset()
+    logger.warning("rolling back canary v%s: %s", rollout.model.version, why)
+
+    def end() -> None:
+        rollouts.guard_rollback(state.store, state.registry, rollout.rollout_id, why=why)
+
+    task = asyncio.get_running_loop().run_in_executor(None, end)
+    task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Future) -> None:
+    if task.exception() is not None:
+        logger.error("recording the canary rollback failed: %s", task.exception())
 
 
 class PredictFastPath:
@@ -100,8 +160,11 @@ class PredictFastPath:
         started = time.perf_counter()
         state: AppState = scope["app"].state.driftlab
         extra: list[tuple[bytes, bytes]] = []  # an error's own headers, if it has any
+        client = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-client-id"), None
+        )
         try:
-            status, content = 200, await answer(state, await _read_body(receive), started)
+            status, content = 200, await answer(state, await _read_body(receive), started, client)
         except HTTPException as exc:
             status, content = exc.status_code, orjson.dumps({"detail": exc.detail})
             extra = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]

@@ -52,7 +52,16 @@ def conditions(
         estimated_drop_high=harm.get("drop_high"),
         last_retrain_at=last_retrain_at(settings, store),
         running=is_running(settings),
+        rollout=_rollout(store, registry),
     )
+
+
+def _rollout(store: Store, registry: Registry) -> str | None:
+    running = store.active_rollout(registry.model_name)
+    if running is None:
+        return None
+    mode = running["details"].get("mode")
+    return f"{mode} of v{running['to_version']} beside v{running['from_version']}"
 
 
 def vision_conditions(

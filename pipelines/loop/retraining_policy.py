@@ -161,6 +161,8 @@ class Conditions:
             and ``estimated_drop_high`` the ends of its band.
         last_retrain_at: When the last retrain started, epoch seconds; None if never.
         running: Whether a retrain is in progress.
+        rollout: The running rollout in words ("shadow of v7 beside v6"); None without one.
+            A retrain waits for its verdict: a newer challenger would replace it unjudged.
     """
 
     now: float
@@ -181,6 +183,7 @@ class Conditions:
     estimated_drop_high: float | None = None
     last_retrain_at: float | None = None
     running: bool = False
+    rollout: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -254,6 +257,8 @@ def decide(conditions: Conditions, policy: RetrainPolicy | None = None) -> Decis
     blocked_by: list[str] = []
     if c.running:
         blocked_by.append("a retrain is already running")
+    if c.rollout is not None:
+        blocked_by.append(f"a rollout is running ({c.rollout}): its live test decides first")
     if c.last_retrain_at is not None:
         elapsed = c.now - c.last_retrain_at
         # A negative elapsed time (clock skew) also waits: retraining too often is the risk.

@@ -4,10 +4,11 @@ A run (`run`, executed inside notebooks/retrain.ipynb) trains a challenger on ev
 of one store snapshot (the historical training data plus the human labels: never the new
 labels alone), registers it with the alias `challenger`, evaluates champion and challenger
 through their serving artifacts on the same held-out rows (the fixed held-out rows of the
-original data, and held-out human labels on recent predictions), and promotes only if
-`promotion_gate.gate_sets` passes. Every state of a run is a `retraining_events` row
-(`recorded`, which the vision retrain shares). The pure rules are in
-`pipelines.loop.retraining_policy`.
+original data, and held-out human labels on recent predictions). Only if
+`promotion_gate.gate_sets` passes, it is promoted, or (`DRIFTLAB_ROLLOUT` shadow or canary)
+rolled out beside the champion for the live test to decide (`pipelines.loop.rollouts`).
+Every state of a run is a `retraining_events` row (`recorded`, which the vision retrain
+shares). The pure rules are in `pipelines.loop.retraining_policy`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.loop import rollouts
 from pipelines.loop.promotion_gate import FIXED, RECENT, gate_sets
 from pipelines.loop.retraining_control import RetrainBusy, lock
 from pipelines.loop.retraining_policy import RetrainPolicy
@@ -160,19 +162,51 @@ def gate_and_promote(
     policy: RetrainPolicy,
     *,
     promote: bool,
+    rollout: tuple[rollouts.Mode, float] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Gate the challenger `version` on `scores` (`{"challenger": sets, "champion": sets}`;
-    no champion: nothing to gate) and promote it if it passes; returns (status, decision)."""
+    no champion: nothing to gate) and promote it if it passes; returns (status, decision).
+
+    Args:
+        rollout: (mode, share) to roll a challenger that passed out beside the champion
+            instead of promoting it (status `in_rollout`; the live test decides); None
+            promotes directly. A first model, with no champion, is always promoted.
+    """
     if "champion" not in scores:
         decision: dict[str, Any] = {"promote": True, "reasons": ["no champion to gate"]}
     else:
         decision = gate_sets(scores["champion"], scores["challenger"], policy).to_dict()
-    promoted = bool(decision["promote"]) and promote
-    if promoted:
-        why = f"retrain {run['event_id']} ({run['trigger']}): gate passed"
-        promotion.promote(store, registry, version, who=run["who"] or "retrain", why=why)
-        registry.delete_alias(CHALLENGER)
-    return ("promoted" if promoted else "rejected"), decision
+    if not (decision["promote"] and promote):
+        return "rejected", decision
+    why = f"retrain {run['event_id']} ({run['trigger']}): gate passed"
+    who = run["who"] or "retrain"
+    if rollout is not None and "champion" in scores:
+        mode, share = rollout
+        started = rollouts.start(
+            store,
+            registry,
+            mode=mode,
+            version=version,
+            share=share,
+            who=who,
+            why=why,
+            retrain_event=run["event_id"],
+            replace=True,
+        )
+        return "in_rollout", {**decision, "rollout": started}
+    promotion.promote(store, registry, version, who=who, why=why)
+    registry.delete_alias(CHALLENGER)
+    return "promoted", decision
+
+
+def rollout_plan(settings: Settings) -> tuple[rollouts.Mode, float] | None:
+    """What a tabular retrain that passes the gate does (`DRIFTLAB_ROLLOUT`): None to
+    promote at once, else the rollout's mode and share."""
+    if settings.rollout == "shadow":
+        return "shadow", settings.rollout_shadow_share
+    if settings.rollout == "canary":
+        return "canary", settings.rollout_canary_share
+    return None
 
 
 def _train_and_gate(
@@ -227,7 +261,14 @@ def _train_and_gate(
         scores["champion"] = evaluate_on(load_version(registry, champion), data, sets)
     policy = RetrainPolicy.from_settings(settings)
     status, decision = gate_and_promote(
-        store, registry, run, version, scores, policy, promote=promote
+        store,
+        registry,
+        run,
+        version,
+        scores,
+        policy,
+        promote=promote,
+        rollout=rollout_plan(settings),
     )
     return {
         "status": status,

@@ -7,7 +7,10 @@
   retraining decision of each model, which starts a retrain in the background when the policy
   says so (`retrain_auto`; the vision model only once it has a champion);
 * every `compact_interval` seconds: compact the lake (keeping every snapshot a registered
-  model was trained on).
+  model was trained on);
+* every round (`queue_interval` seconds): read the running rollout's labels, record its
+  figures and promote or stop its challenger when the live test decides
+  (`pipelines.loop.rollouts`).
 
 It only reads the predictions table and writes small batches, so it never slows the API.
 """
@@ -21,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.loop import labeling_queue, retraining_conditions, retraining_control
+from pipelines.loop import labeling_queue, retraining_conditions, retraining_control, rollouts
 from pipelines.loop.labeling_policy import QueuePolicy
 from pipelines.loop.monitoring import Monitor
 from pipelines.models.registry import CHAMPION, Registry, kept_snapshots
@@ -57,7 +60,7 @@ class Worker:
     def tick(self) -> dict[str, Any]:
         """One round of every job (compaction only when due); returns what it did (also
         logged)."""
-        did: dict[str, Any] = {"queue": self.refresh_queue()}
+        did: dict[str, Any] = {"queue": self.refresh_queue(), "rollout": self.judge_rollout()}
         new = self.store.predictions_since(self.last_check_at)
         if new >= self.settings.min_samples:
             try:
@@ -111,6 +114,14 @@ class Worker:
         self.last_queue_scan = now
         return {"enqueued": enqueued}
 
+    def judge_rollout(self) -> dict[str, Any]:
+        """The running rollout's live test, acted on (`rollouts.evaluate`)."""
+        try:
+            return rollouts.evaluate(self.settings, self.store, self.registry)
+        except Exception as exc:  # the rest of the loop goes on; the next round retries
+            logger.exception("judging the rollout failed")
+            return {"failed": str(exc)}
+
     def maybe_retrain(self, *, vision: bool = False) -> dict[str, Any]:
         """Ask the retraining policy about one model; start a run in the background if it
         says so. The vision model is asked only once it has a champion: there is nothing to
@@ -157,6 +168,7 @@ class Worker:
                     self.tick()
                 else:
                     self.refresh_queue()
+                    self.judge_rollout()
             except Exception:  # keep the schedule going; the next round retries
                 logger.exception("worker round failed")
             stop.wait(max(0.0, min(s.queue_interval, next_check - time.monotonic())))

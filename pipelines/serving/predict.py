@@ -5,13 +5,20 @@ call and one log write; `Batcher` feeds it the requests that reach the API's eve
 same turn (opportunistic micro-batching, like Triton's dynamic batcher with no added delay: a
 lone request is answered at once, a burst shares the fixed costs of the model call, the ids, the
 spool write and the metrics).
+
+A `Shadow` (a running shadow rollout and its log) makes the challenger answer the shadowed
+requests in the same call: one more model call on the same encoded rows, its answers logged
+to `shadow_predictions` under the served ids, never returned. A failing shadow is logged and
+counted; the served answers go out all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,11 +26,23 @@ import numpy as np
 from pipelines.schema import SchemaError
 from pipelines.serving.band import Band
 from pipelines.serving.model import ServingModel
+from pipelines.serving.rollout import LiveRollout
+from pipelines.serving.shadow_log import ShadowLog
 from pipelines.store.ids import request_ids
 from pipelines.store.spool import PredictionLog
 
+logger = logging.getLogger(__name__)
+
 Columns = dict[str, np.ndarray]
 """A validated request: one array per feature (`FeatureSchema.columns`)."""
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """A shadow rollout to run beside the champion, and the log of its answers."""
+
+    rollout: LiveRollout
+    log: ShadowLog
 
 
 def predict(
@@ -34,11 +53,13 @@ def predict(
     features: list[list[Any]] | None = None,
     records: list[dict[str, Any]] | None = None,
     max_rows: int | None = None,
+    shadow: Shadow | None = None,
 ) -> dict[str, Any]:
     """Predict a payload and log every row durably before returning the answer."""
     started = time.perf_counter()
     columns = model.schema.columns(features, records, max_rows=max_rows)
-    return predict_many(model, log, band, [(columns, started)])[0]
+    shadowed = [shadow is not None and shadow.rollout.shadows()]
+    return predict_many(model, log, band, [(columns, started)], shadow, shadowed)[0]
 
 
 def predict_many(
@@ -46,9 +67,13 @@ def predict_many(
     log: PredictionLog,
     band: Band,
     requests: Sequence[tuple[Columns, float]],
+    shadow: Shadow | None = None,
+    shadowed: Sequence[bool] = (),
 ) -> list[dict[str, Any]]:
     """Answer validated requests (columns, perf_counter at their start) with one model call,
-    logging all their rows durably in one spool write before any answer is returned."""
+    logging all their rows durably in one spool write before any answer is returned; with
+    `shadow`, the requests flagged in `shadowed` are answered by the shadow too (logged,
+    not returned)."""
     schema, classes = model.schema, model.classes
     if not classes:
         raise SchemaError("the serving model has no classes")
@@ -59,7 +84,8 @@ def predict_many(
         columns = {
             f.name: np.concatenate([c[f.name] for c, _ in requests]) for f in schema.features
         }
-    index, proba = model.predict(schema.encode(columns))
+    x = schema.encode(columns)
+    index, proba = model.predict(x)
     # Plain lists for the answers (one conversion each; the log record shares a few of them).
     labels = model.class_array[index].tolist()
     confidence = proba.max(axis=1)  # the probability of the argmax class
@@ -106,7 +132,55 @@ def predict_many(
             "uncertain": uncertain,
         }
     )
+    if shadow is not None and any(shadowed):
+        _run_shadow(shadow, model, columns, x, ids, sizes, shadowed, ts)
     return answers
+
+
+def _run_shadow(
+    shadow: Shadow,
+    champion: ServingModel,
+    columns: Columns,
+    x: np.ndarray,
+    ids: list[str],
+    sizes: list[int],
+    shadowed: Sequence[bool],
+    ts: float,
+) -> None:
+    """The shadow's answers to the flagged requests' rows, logged under their served ids."""
+    try:
+        challenger = shadow.rollout.model
+        rows = np.concatenate(
+            [
+                np.arange(start, start + n)
+                for start, n, on in zip(np.cumsum([0, *sizes[:-1]]), sizes, shadowed, strict=True)
+                if on
+            ]
+        )
+        every = len(rows) == len(ids)
+        if challenger.schema == champion.schema:  # same categories: the same encoded rows
+            xs = x if every else x[rows]
+        else:
+            xs = challenger.schema.encode(
+                columns if every else {k: v[rows] for k, v in columns.items()}
+            )
+        index, proba = challenger.predict(xs)
+        shadow.log.append(
+            {
+                "ids": ids if every else [ids[i] for i in rows],
+                "ts": ts,
+                "rollout_id": shadow.rollout.rollout_id,
+                "model_name": challenger.name,
+                "model_version": challenger.version,
+                "prediction": challenger.class_texts[index].tolist(),
+                "confidence": proba.max(axis=1),
+                "probabilities": proba,
+            }
+        )
+        shadow.log.answered += len(rows)
+    except Exception:  # the served answers stand; the shadow's failure is counted
+        shadow.log.failed += 1
+        logger.exception("shadow v%s failed", shadow.rollout.model.version)
 
 
 class Batcher:
@@ -124,24 +198,33 @@ class Batcher:
         self.log = log
         self.band = band
         self.alone_rows = alone_rows
-        self._queue: list[tuple[ServingModel, Columns, float, asyncio.Future]] = []
+        self._queue: list[tuple[ServingModel, Columns, float, asyncio.Future, Shadow | None]] = []
         self.batches = 0  # model calls made, and the requests they answered
         self.requests = 0
 
-    async def predict(self, model: ServingModel, columns: Columns, started: float) -> dict:
+    async def predict(
+        self, model: ServingModel, columns: Columns, started: float, shadow: Shadow | None = None
+    ) -> dict:
+        """The answer to one validated request; with `shadow`, the shadow answers it too."""
         if len(next(iter(columns.values()))) >= self.alone_rows:
             self._count(1)
             # On a worker thread: the event loop reads and parses the next requests while
             # the model call and the spool write of this one run without the GIL.
             answers = await asyncio.to_thread(
-                predict_many, model, self.log, self.band, [(columns, started)]
+                predict_many,
+                model,
+                self.log,
+                self.band,
+                [(columns, started)],
+                shadow,
+                [shadow is not None],
             )
             return answers[0]
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._queue:
             loop.call_soon(self._run)
-        self._queue.append((model, columns, started, future))
+        self._queue.append((model, columns, started, future, shadow))
         return await future
 
     def _run(self) -> None:
@@ -151,10 +234,18 @@ class Batcher:
             groups.setdefault(id(item[0]), []).append(item)
         for items in groups.values():
             self._count(len(items))
-            futures = [future for *_, future in items]
+            futures = [item[3] for item in items]
+            # One shadow per call: the one of the turn's first shadowed request (a rollout
+            # that changed within the turn shadows the requests that asked for it).
+            shadow = next((item[4] for item in items if item[4] is not None), None)
             try:
                 answers = predict_many(
-                    items[0][0], self.log, self.band, [(c, s) for _, c, s, _ in items]
+                    items[0][0],
+                    self.log,
+                    self.band,
+                    [(c, s) for _, c, s, *_ in items],
+                    shadow,
+                    [item[4] is shadow and shadow is not None for item in items],
                 )
             except Exception as exc:  # the model or the spool failed: every request says so
                 for future in futures:

@@ -132,7 +132,11 @@ class Events(StoreCore):
         *,
         who: str,
         why: str,
+        rollout_id: str | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
+        """One row of the model's history; a rollout's rows carry its id and their figures
+        (`details`, stored as JSON)."""
         table = pa.table(
             {
                 "event_id": [new_id()],
@@ -143,6 +147,10 @@ class Events(StoreCore):
                 "to_version": pa.array([to_version], pa.string()),
                 "who": [who],
                 "why": [why],
+                "rollout_id": pa.array([rollout_id], pa.string()),
+                "details": pa.array(
+                    [None if details is None else json.dumps(details, default=str)], pa.string()
+                ),
             }
         )
         self._insert("model_events", table)
@@ -156,7 +164,12 @@ class Events(StoreCore):
         )[0][0]
 
     def model_events(self, model_name: str, limit: int = 100) -> list[dict[str, Any]]:
-        return self.lake.query(
+        """The model's history, newest first (`details` parsed back from JSON)."""
+        rows = self.lake.query(
             "SELECT * FROM lake.model_events WHERE model_name = ? ORDER BY ts DESC LIMIT ?",
             [model_name, limit],
         ).to_pylist()
+        for row in rows:
+            if row.get("details"):
+                row["details"] = json.loads(row["details"])
+        return rows

@@ -52,7 +52,7 @@ class PredictionLog:
     large chunk's pending rows are tracked as ranges rather than 10k strings in a set.
 
     Subclasses log other kinds of rows through the same spool: they set `prefix` (their own
-    spool segments) and override `_prepared`, `_commit` and `_drop_present`.
+    spool segments) and override `_prepared`, `_commit`, `_present` and `_drop_present`.
     """
 
     prefix = _PREFIX
@@ -222,6 +222,10 @@ class PredictionLog:
             tables.append(chunks_to_table(raw, self._schema()))
         self.store.append_predictions(pa.concat_tables(tables))
 
+    def _present(self, ids: list[str]) -> set[str]:
+        """Which of these ids the lake holds already (replay skips them)."""
+        return self.store.existing_prediction_ids(ids)
+
     def _drop_present(self, chunks: list[dict[str, Any]], present: set[str]) -> list[dict]:
         """The chunks without the rows whose ids are already in the lake."""
         kept = [_without(c, present) for c in chunks]
@@ -266,8 +270,7 @@ class PredictionLog:
                 chunks = _read_segment(path)
                 ids = [i for c in chunks for i in c["ids"]]
                 if ids:
-                    present = self.store.existing_prediction_ids(ids)
-                    chunks = self._drop_present(chunks, present)
+                    chunks = self._drop_present(chunks, self._present(ids))
                 if chunks:
                     self._commit(chunks)
                     recovered += sum(len(c["ids"]) for c in chunks)
@@ -389,7 +392,7 @@ def chunks_to_table(chunks: list[dict[str, Any]], schema: FeatureSchema) -> pa.T
             "model_version": per_chunk([c["model_version"] for c in chunks], pa.string()),
             "prediction": pa.array(rows("prediction"), pa.string()),
             "confidence": pa.array(array("confidence", float)),
-            "probabilities": _probabilities(chunks),
+            "probabilities": probability_lists(chunks),
             "latency_ms": pa.array(array("latency_ms", float)),
             "uncertain": pa.array(array("uncertain", bool)),
             "image_ref": pa.array(list(chain(image_refs)), pa.string()),
@@ -398,7 +401,7 @@ def chunks_to_table(chunks: list[dict[str, Any]], schema: FeatureSchema) -> pa.T
     )
 
 
-def _probabilities(chunks: list[dict[str, Any]]) -> pa.ListArray:
+def probability_lists(chunks: list[dict[str, Any]]) -> pa.ListArray:
     """All chunks' probability rows as one list<double> array: flat values plus offsets.
 
     A chunk's rows all have one width (its model's classes); chunks of models with other

@@ -10,6 +10,7 @@ with their tables, one module per family:
 - `feedback`: people's answers, and what they say about a model
 - `labeling_queue`: uncertain predictions waiting for a person
 - `events`: drift checks, retraining runs, champion moves
+- `rollouts`: challengers beside the champion, their shadow answers and the labels judging them
 - `estimates`: the performance estimated on each check's window
 - `images`: the vision tables
 """
@@ -32,13 +33,24 @@ from pipelines.store.ingested import IngestedRows
 from pipelines.store.labeling_queue import LabelingQueue
 from pipelines.store.lake import Lake
 from pipelines.store.predictions import Predictions
+from pipelines.store.rollouts import Rollouts
 from pipelines.store.tables import FEATURE_TABLES, TABLES, table_columns
 from pipelines.store.windows import Windows
 
 logger = logging.getLogger(__name__)
 
 
-class Store(IngestedRows, Predictions, Windows, Feedback, LabelingQueue, Events, Estimates, Images):
+class Store(
+    IngestedRows,
+    Predictions,
+    Windows,
+    Feedback,
+    LabelingQueue,
+    Events,
+    Rollouts,
+    Estimates,
+    Images,
+):
     """driftlab's tables in one DuckLake, opened by any number of processes at once."""
 
     @classmethod

@@ -48,9 +48,18 @@ TABLES: dict[str, str] = {
         snapshot_id BIGINT, champion_version VARCHAR, candidate_version VARCHAR,
         metrics VARCHAR, decision VARCHAR, who VARCHAR, notebook VARCHAR, error VARCHAR,
         model_name VARCHAR""",
+    # Champion moves and rollouts. A rollout's rows share its `rollout_id`; `details` is JSON
+    # (mode, share, the live test's counts, statistic and p-value).
     "model_events": """
         event_id VARCHAR, ts TIMESTAMPTZ, model_name VARCHAR, event VARCHAR,
-        from_version VARCHAR, to_version VARCHAR, who VARCHAR, why VARCHAR""",
+        from_version VARCHAR, to_version VARCHAR, who VARCHAR, why VARCHAR,
+        rollout_id VARCHAR, details VARCHAR""",
+    # What a shadow challenger answered, under the served prediction's id; never served, so
+    # no reader of `predictions` sees it. `role` is "shadow".
+    "shadow_predictions": """
+        prediction_id VARCHAR, ts TIMESTAMPTZ, rollout_id VARCHAR, model_name VARCHAR,
+        model_version VARCHAR, role VARCHAR, prediction VARCHAR, confidence DOUBLE,
+        probabilities DOUBLE[]""",
     # -- vision ----------------------------------------------------------------------------
     # The original labeled images a vision model is trained on (the image itself lives in the
     # content-addressed image store; `label` is a class name, or JSON boxes for detection).

@@ -146,7 +146,7 @@ def test_webhook_firing_alert_starts_a_run(client: TestClient, trained_copy: Pat
     # The background run holds the lock from the trigger on: a second start is refused.
     assert client.post("/api/retraining/trigger").status_code == 409
     final = retraining_control.wait(state.store, body["event_id"], timeout_s=240)
-    assert final["status"] in {"promoted", "rejected"}, final
+    assert final["status"] in {"promoted", "in_rollout", "rejected"}, final
     assert final["trigger"] == "alert:DriftlabAccuracyLow"  # the alert's name
     assert final["reasons"] == ["alert DriftlabAccuracyLow: live accuracy 0.55"]
     assert (trained_copy / final["notebook"]).exists()  # the executed notebook, in data/runs/

@@ -10,6 +10,7 @@ from sklearn.metrics import accuracy_score
 
 from pipelines import demo
 from pipelines.loop import retraining_conditions, retraining_control, retraining_runs
+from pipelines.loop.promotion_gate import GateResult
 from pipelines.models import training
 from pipelines.models.registry import CHALLENGER, CHAMPION, Registry
 from pipelines.serving.band import Band
@@ -23,7 +24,7 @@ from tests.conftest import make_settings
 
 @pytest.fixture
 def loop(trained_copy: Path) -> tuple[Settings, Store, Registry]:
-    settings = make_settings(trained_copy, retrain_optuna_trials=0)
+    settings = make_settings(trained_copy, retrain_optuna_trials=0, rollout="direct")
     return settings, Store.open(settings), Registry.from_settings(settings)
 
 
@@ -97,6 +98,32 @@ def test_a_run_trains_on_history_plus_labels_and_gates_on_shared_heldout(loop) -
         assert store.model_events(registry.model_name, limit=1)[0]["why"].startswith("retrain")
     else:
         assert now == champion and registry.alias_version(CHALLENGER) == result["candidate_version"]
+
+
+@pytest.mark.slow
+def test_a_challenger_that_passes_the_gate_goes_to_a_shadow_rollout_by_default(
+    trained_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(trained_copy, retrain_optuna_trials=0)
+    assert settings.rollout == "shadow"
+    store, registry = Store.open(settings), Registry.from_settings(settings)
+    serve_and_label(settings, store, registry, 300)
+    # Whatever the held-out figures say (the gate has its own tests): it passes.
+    monkeypatch.setattr(
+        retraining_runs, "gate_sets", lambda *a: GateResult(True, ["passed (test)"])
+    )
+    result = retraining_runs.run(settings, store, registry, trigger="test", who="tester")
+    assert result["status"] == "in_rollout", result["decision"]
+    rollout = result["decision"]["rollout"]
+    assert rollout["mode"] == "shadow" and rollout["share"] == settings.rollout_shadow_share
+    assert registry.alias_version(CHAMPION) == "1"  # not promoted: the live test decides
+    assert registry.alias_version(CHALLENGER) == result["candidate_version"]
+    running = store.active_rollout(registry.model_name)
+    assert running is not None and running["rollout_id"] == rollout["rollout_id"]
+    assert running["details"]["retrain_event"] == result["event_id"]  # run <-> rollout
+    assert store.retraining_runs(event_id=result["event_id"])[0]["status"] == "in_rollout"
+    verdict = retraining_conditions.check(settings, store, registry)
+    assert any("a rollout is running (shadow of v2 beside v1)" in b for b in verdict["blocked_by"])
 
 
 @pytest.mark.slow
