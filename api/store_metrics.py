@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pipelines.loop import estimated_performance, retraining_control
+from pipelines.loop import estimated_performance, retraining_control, rollouts
 from pipelines.loop.monitoring import latest_summary
 from pipelines.store.core import utcnow
 
@@ -90,7 +90,59 @@ class StoreFigures(Collector):
         yield from self._performance()
         yield from self._labels()
         yield from self._retrains()
+        yield from self._rollout()
         yield from self._vision()
+
+    def _rollout(self) -> Iterator[Metric]:
+        """The running rollout (none: `driftlab_rollout_active` 0 and nothing else) and its
+        live test: labels, each model's accuracy on them, the p-values, the agreement."""
+        status = rollouts.status(self.state.settings, self.state.store, self.state.registry)
+        running = status["state"] == "running"
+        family = GaugeMetricFamily(
+            "driftlab_rollout_active",
+            "1 while a rollout runs beside the champion, by mode (shadow, canary)",
+            labels=["mode"],
+        )
+        for mode in rollouts.MODES:
+            family.add_metric([mode], float(running and status["mode"] == mode))
+        yield family
+        if not running:
+            return
+        verdict = status["verdict"]
+        test = verdict["comparison"]
+        counts = test["counts"]
+        yield from gauge(
+            "driftlab_rollout_share", "Share of requests the challenger answers", status["share"]
+        )
+        yield from gauge(
+            "driftlab_rollout_challenger_version",
+            "Version of the rollout's challenger",
+            int(status["challenger_version"]),
+        )
+        yield from gauge(
+            "driftlab_rollout_labels",
+            "Labels the live test has (pairs for a shadow, challenger answers for a canary)",
+            counts.get("n", counts.get("n_challenger")),
+        )
+        yield labeled(
+            "driftlab_rollout_accuracy",
+            "Accuracy on the live test's labels, by arm",
+            "arm",
+            [("champion", test["champion_accuracy"]), ("challenger", test["challenger_accuracy"])],
+        )
+        yield from gauge(
+            "driftlab_rollout_p_value", "The live test's p-value of no difference", test["p_value"]
+        )
+        yield from gauge(
+            "driftlab_rollout_noninferiority_p_value",
+            "The live test's p-value of a challenger worse by the margin",
+            test["p_noninferior"],
+        )
+        yield from gauge(
+            "driftlab_rollout_agreement",
+            "Share of shadowed requests where the shadow answered what the champion served",
+            status.get("agreement", {}).get("agreement"),
+        )
 
     def _champion(self) -> Iterator[Metric]:
         s, serving = self.state.settings, self.state.models.model

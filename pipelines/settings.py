@@ -1,6 +1,8 @@
 """The one settings object: every knob of driftlab, read from `DRIFTLAB_*` env vars and `.env`.
 
-Nothing happens at import time: paths are derived, not created. Call `get_settings()`.
+Nothing happens at import time: paths are derived, not created. Call `get_settings()`. Every
+setting with its description lives here, so that `docs/configuration.md` is generated from one
+place: longer than most modules, and kept whole.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Models: registered versions with metrics and training data, champion vs another version
-side by side (per-class recall), promotion/rollback history, Promote / Roll back buttons.
+side by side (per-class recall), promotion/rollback history, Promote / Roll back buttons, and
+the rollout panel (`dashboard.rollout_panel`: a shadow or canary with its live test).
 
 Moves go through `pipelines.models.promotion.promote` / `rollback`, as the API's do (audited in
 `model_events`); this process's serving model is refreshed at once, the API's within its poll.
@@ -14,7 +15,7 @@ import dash
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from dashboard import components as c
-from dashboard import figures, security
+from dashboard import figures, rollout_panel, security
 from dashboard.data import services
 from pipelines.models import promotion
 from pipelines.models.registry import CHALLENGER, CHAMPION
@@ -58,6 +59,7 @@ def layout(**_: Any) -> html.Div:
                 ],
                 className="panel",
             ),
+            rollout_panel.panel(),
             html.Div(
                 [
                     html.H3("Champion vs"),

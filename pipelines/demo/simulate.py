@@ -8,8 +8,10 @@ back for a share of the predictions (POST /feedback), and a reviewer works throu
 queue, labeling most items with their true class and skipping the rest. With `make up` running,
 the worker then sees the drift, the queue fills, the retraining policy's conditions become
 true, a retrain runs and (on the digits) the new champion takes over; the progress bar shows
-each of these as it happens. Everything is drawn from one seed, so two runs send the same
-requests.
+each of these as it happens. With a rollout (`DRIFTLAB_ROLLOUT`, shadow by default) the
+retrained challenger first runs beside the champion: the simulation goes on sending the
+shifted rows, with their feedback, until the live test promotes or stops it. Everything is
+drawn from one seed, so two runs send the same requests.
 """
 
 from __future__ import annotations
@@ -91,9 +93,15 @@ def stream(config: SimulationConfig) -> Iterator[tuple[list[dict[str, Any]], lis
     """Batches of (records, true labels): the training population first, then the shift."""
     frames, label = parts(config)
     for part in frames:
-        for start in range(0, len(part), config.batch):
-            chunk = part.iloc[start : start + config.batch]
-            yield demo.records(chunk), chunk[label].tolist()
+        yield from _batches(part, label, config.batch)
+
+
+def _batches(
+    frame: pd.DataFrame, label: str, batch: int
+) -> Iterator[tuple[list[dict[str, Any]], list[int]]]:
+    for start in range(0, len(frame), batch):
+        chunk = frame.iloc[start : start + batch]
+        yield demo.records(chunk), chunk[label].tolist()
 
 
 def run(config: SimulationConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -114,19 +122,8 @@ def run(config: SimulationConfig, *, progress: bool = True) -> dict[str, Any]:
     started = time.monotonic()
     next_review = started + config.review_every
     for records, labels in stream(config):
-        r = _post(http, "/predict", {"records": records})
-        if r is None or r.status_code != 200:
-            tally.errors += 1
+        if not _send(http, records, labels, truth, rng, config, tally):
             continue
-        out = r.json()
-        tally.predictions += len(records)
-        for pid, label in zip(out["prediction_ids"], labels, strict=True):
-            truth[pid] = label
-            if rng.random() < config.feedback_share:
-                sent = _post(http, "/feedback", {"prediction_id": pid, "label": label})
-                ok = sent is not None and sent.status_code == 200
-                tally.feedback += ok
-                tally.errors += not ok
         bar.update(len(records))
         if time.monotonic() >= next_review:
             _review(http, truth, rng, config, tally)
@@ -140,11 +137,19 @@ def run(config: SimulationConfig, *, progress: bool = True) -> dict[str, Any]:
 
     deadline = time.monotonic() + config.wait
     status = _status(http)
+    shifted = _cycle(frames[-1], parts(config)[1], config.batch)
     while time.monotonic() < deadline and status["version"] == start_version:
         _review(http, truth, rng, config, tally)
         if progress:
             print(f"  waiting for a retrain: {_line(_postfix(http, tally))}", flush=True)  # noqa: T201
-        time.sleep(config.review_every)
+        if _rollout_running(http):
+            # The challenger is judged on live traffic: keep it coming, at the same rate.
+            until = time.monotonic() + config.review_every
+            while time.monotonic() < until:
+                _send(http, *next(shifted), truth, rng, config, tally)
+                time.sleep(config.batch / config.rate)
+        else:
+            time.sleep(config.review_every)
         status = _status(http)
     return {
         **tally.__dict__,
@@ -152,7 +157,47 @@ def run(config: SimulationConfig, *, progress: bool = True) -> dict[str, Any]:
         "champion_after": status["version"],
         "drift": _get(http, "/api/metrics/drift", {}).get("dataset_drift"),
         "latest_retrain": (_get(http, "/api/retraining/status", {}) or {}).get("latest"),
+        "rollout": _get(http, "/api/models/rollout", {}),
     }
+
+
+def _send(
+    http: httpx.Client,
+    records: list[dict[str, Any]],
+    labels: list[int],
+    truth: dict[str, int],
+    rng: np.random.Generator,
+    config: SimulationConfig,
+    tally: Tally,
+) -> bool:
+    """One /predict request, and the true labels of a share of its answers as feedback;
+    False when the request failed."""
+    r = _post(http, "/predict", {"records": records})
+    if r is None or r.status_code != 200:
+        tally.errors += 1
+        return False
+    out = r.json()
+    tally.predictions += len(records)
+    for pid, label in zip(out["prediction_ids"], labels, strict=True):
+        truth[pid] = label
+        if rng.random() < config.feedback_share:
+            sent = _post(http, "/feedback", {"prediction_id": pid, "label": label})
+            ok = sent is not None and sent.status_code == 200
+            tally.feedback += ok
+            tally.errors += not ok
+    return True
+
+
+def _cycle(
+    frame: pd.DataFrame, label: str, batch: int
+) -> Iterator[tuple[list[dict[str, Any]], list[int]]]:
+    """The frame's rows in batches, over and over."""
+    while True:
+        yield from _batches(frame, label, batch)
+
+
+def _rollout_running(http: httpx.Client) -> bool:
+    return bool(_get(http, "/api/models/rollout", {}).get("state") == "running")
 
 
 def _review(
@@ -231,7 +276,18 @@ def _postfix(http: httpx.Client, tally: Tally) -> dict[str, Any]:
         "queue": _get(http, "/api/labeling-queue", {}, params={"limit": 1}).get("total"),
         "labeled": tally.labeled,
         "retrain": retrain.get("status", "-"),
+        "rollout": _rollout_figures(_get(http, "/api/models/rollout", {})),
     }
+
+
+def _rollout_figures(status: dict[str, Any]) -> str:
+    """The running rollout in a few words: mode, challenger, labels and verdict so far."""
+    if status.get("state") != "running":
+        return "-"
+    verdict = status["verdict"]
+    counts = verdict["comparison"]["counts"]
+    labels = counts.get("n", counts.get("n_challenger", 0))
+    return f"{status['mode']} v{status['challenger_version']} {labels} labels {verdict['action']}"
 
 
 def _line(values: dict[str, Any]) -> str:

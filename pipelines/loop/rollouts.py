@@ -131,6 +131,7 @@ def status(settings: Settings, store: Store, registry: Registry) -> dict[str, An
     return {
         "state": "running",
         **_describe(running),
+        "running_for_s": (utcnow() - running["ts"]).total_seconds(),
         **_figures(store, running),
         "verdict": verdict.to_dict(),
     }
@@ -340,7 +341,6 @@ def _describe(row: dict[str, Any]) -> dict[str, Any]:
         "started_by": row["who"],
         "why": row["why"],
         "retrain_event": details.get("retrain_event"),
-        "running_for_s": (utcnow() - row["ts"]).total_seconds(),
     }
 
 
@@ -359,6 +359,7 @@ def _last(store: Store, registry: Registry) -> dict[str, Any] | None:
                 return None
             return {
                 **_describe(started),
+                "ran_for_s": (event["ts"] - started["ts"]).total_seconds(),
                 "ended": event["event"],
                 "ended_at": event["ts"],
                 "ended_by": event["who"],

@@ -333,6 +333,26 @@ def model() -> dict[str, Any]:
         }, "percentunit", w=8, series={"threshold": DASHED},
             description="Past the threshold, with the band's top below the reference, "
                         "it asks for a retrain."),
+        row("Rollout"),
+        stat("Rollout", "sum(driftlab_rollout_active)", w=4,
+             mappings={0: ("none", "text"), 1: ("running", "blue")}),
+        stat("Challenger version", "driftlab_rollout_challenger_version", w=4),
+        stat("Live test labels", "driftlab_rollout_labels", w=4,
+             description="Labeled pairs (shadow) or labeled canary answers so far."),
+        stat("Shadow agreement", "driftlab_rollout_agreement", "percentunit", w=4,
+             description="Shadowed requests where the shadow answered what was served."),
+        stat("Shadow answers", rate("driftlab_shadow_predictions_total"), "reqps", w=4),
+        stat("Share", "driftlab_rollout_share", "percentunit", w=4),
+        timeseries("Accuracy on the live test's labels", {
+            "champion": 'driftlab_rollout_accuracy{arm="champion"}',
+            "challenger": 'driftlab_rollout_accuracy{arm="challenger"}',
+            "labels": "driftlab_rollout_labels",
+        }, "percentunit", w=12, series={"labels": right_axis("short")}),
+        timeseries("Live test p-values", {
+            "difference": "driftlab_rollout_p_value",
+            "non-inferiority": "driftlab_rollout_noninferiority_p_value",
+        }, "short", w=12, description="Each look decides below DRIFTLAB_ROLLOUT_ALPHA / looks "
+                                      "(docs/rollouts.md)."),
     ], [PROMOTIONS, RETRAINS])
 
 

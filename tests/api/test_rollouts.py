@@ -18,6 +18,7 @@ from pipelines.models.registry import CHALLENGER, CHAMPION, Registry
 from pipelines.serving.rollout import CanaryGuard
 from pipelines.settings import Settings
 from pipelines.store import Store
+from tests.api.test_prometheus import scrape, value
 from tests.conftest import make_settings
 
 LIVE = demo.demo_split(name="survey").live
@@ -125,6 +126,15 @@ def test_a_shadow_answers_every_request_and_is_never_served(
     assert 0 < disagree < 300
     assert sum(c["disagree"] for c in agreement["per_class"].values()) == disagree
     assert status["verdict"]["action"] == "continue"  # no labels yet
+
+    metrics = scrape(client)
+    assert value(metrics["driftlab_rollout_active"], mode="shadow") == 1
+    assert value(metrics["driftlab_rollout_active"], mode="canary") == 0
+    assert value(metrics["driftlab_rollout_agreement"]) == pytest.approx(agreement["agreement"])
+    assert value(metrics["driftlab_rollout_challenger_version"]) == int(weak_version)
+    assert value(metrics["driftlab_rollout_labels"]) == 0
+    assert value(metrics["driftlab_shadow_predictions"]) == 300
+    assert value(metrics["driftlab_shadow_log_pending_rows"]) == 0
 
 
 def test_bad_rollout_requests_are_refused_with_a_reason(

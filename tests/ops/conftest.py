@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.main import create_app
 from pipelines import demo
+from pipelines.models import training
 from tests.api.test_monitoring import SPLIT, send
 from tests.conftest import make_settings
 from tests.ops.promql import SCRAPE_METRICS, recorded_names
@@ -26,9 +27,14 @@ EDGE_FRAME = {
 
 
 def exercise(client: TestClient) -> None:
-    """Every kind of thing the app counts or reads from the store: shifted predictions with
-    feedback, two drift checks that find the shift (a streak), an ingest, an edge client's
-    frame (the `vision` extra is installed) and a retrain that ended."""
+    """Every kind of thing the app counts or reads from the store: a shadow rollout, shifted
+    predictions with feedback, two drift checks that find the shift (a streak), an ingest, an
+    edge client's frame (the `vision` extra is installed) and a retrain that ended."""
+    state = client.app.state.driftlab  # type: ignore[attr-defined]
+    stump = training.TrainConfig(params={"n_estimators": 1, "max_depth": 1})
+    version = training.train(state.store, state.registry, stump, promote=False).version
+    shadow = client.post("/api/models/shadow", json={"version": version})
+    assert shadow.status_code == 200, shadow.text
     send(client, SPLIT.shifted.head(300))
     for _ in range(2):
         check = client.post("/monitoring/run", params={"window_size": 300})
@@ -38,7 +44,6 @@ def exercise(client: TestClient) -> None:
     assert ingested.status_code == 200, ingested.text
     edge = client.post("/log", json={**EDGE_FRAME, "ts": time.time()})
     assert edge.status_code == 200 and edge.json()["stored"], edge.text
-    state = client.app.state.driftlab  # type: ignore[attr-defined]
     assert state.image_log is not None, "the `vision` extra is not installed"
     state.image_log.flush()  # the frame in the lake now: the defect rate reads it from there
     state.log.flush()
