@@ -36,14 +36,18 @@ class Rollouts(StoreCore):
     """The rollout rows and the label counts a rollout's test reads."""
 
     def active_rollout(self, model_name: str) -> dict[str, Any] | None:
-        """The newest rollout of `model_name` that has not ended, as its `rollout_started`
-        row (`details` parsed), or None."""
+        """The running rollout of `model_name` as its `rollout_started` row (`details`
+        parsed), or None: the newest rollout, unless it has ended. An older one that never
+        ended (two started at once) is superseded by it, never revived when it ends."""
         rows = self.lake.query(
-            f"""SELECT * FROM lake.model_events
-                WHERE model_name = ? AND event = '{STARTED}' AND rollout_id NOT IN (
+            f"""WITH newest AS (
+                    SELECT * FROM lake.model_events
+                    WHERE model_name = ? AND event = '{STARTED}'
+                    ORDER BY ts DESC LIMIT 1
+                )
+                SELECT * FROM newest WHERE rollout_id NOT IN (
                     SELECT rollout_id FROM lake.model_events
-                    WHERE model_name = ? AND event IN {ENDED} AND rollout_id IS NOT NULL)
-                ORDER BY ts DESC LIMIT 1""",
+                    WHERE model_name = ? AND event IN {ENDED} AND rollout_id IS NOT NULL)""",
             [model_name, model_name],
         ).to_pylist()
         if not rows:

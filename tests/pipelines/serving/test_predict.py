@@ -13,7 +13,9 @@ from pipelines import demo
 from pipelines.models.registry import CHAMPION, Registry
 from pipelines.serving.band import Band
 from pipelines.serving.model import ServingModel, load_version
-from pipelines.serving.predict import Batcher, predict, predict_many
+from pipelines.serving.predict import Batcher, Shadow, predict, predict_many
+from pipelines.serving.rollout import LiveRollout
+from pipelines.serving.shadow_log import ShadowLog
 from pipelines.store import Store
 from pipelines.store.ids import prediction_id_row
 from pipelines.store.spool import PREPARE_MIN_ROWS, PredictionLog
@@ -156,3 +158,65 @@ def test_a_failed_model_call_fails_every_request_of_its_batch(served) -> None:
     results = asyncio.run(burst())
     assert all(isinstance(r, RuntimeError) and "died" in str(r) for r in results)
     assert log.pending_rows == 0  # nothing was acknowledged, nothing logged
+
+
+def test_a_shadow_answers_the_flagged_requests_of_a_turn_in_one_more_call(
+    served, tmp_path: Path
+) -> None:
+    model, log = served
+    calls: list[int] = []
+
+    def counted(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return 1.0 - model.predict_proba(x)  # a challenger that disagrees everywhere
+
+    challenger = replace(model, version="2", predict_proba=counted)
+    rollout = LiveRollout("r1", "shadow", 0.5, model.version, challenger)
+    shadow_log = ShadowLog(log.store, tmp_path / "shadow-spool", flush_interval=60)
+    shadow_log.start()
+    shadow = Shadow(rollout, shadow_log)
+    batcher = Batcher(log, Band())
+    flagged = [n % 3 == 0 for n in range(12)]
+
+    async def burst() -> list[dict]:
+        return await asyncio.gather(
+            *(
+                batcher.predict(model, columns(model, ROWS[n : n + 2]), 0.0, shadow if on else None)
+                for n, on in enumerate(flagged)
+            )
+        )
+
+    answers = asyncio.run(burst())
+    assert calls == [8]  # one shadow call: four flagged requests of two rows
+    assert {a["model_version"] for a in answers} == {model.version}  # served by the champion
+    assert shadow_log.answered == 8 and shadow_log.flush() == 8
+    rows = log.store.lake.query("SELECT * FROM lake.shadow_predictions").to_pylist()
+    expected = {
+        pid for a, on in zip(answers, flagged, strict=True) if on for pid in a["prediction_ids"]
+    }
+    assert {r["prediction_id"] for r in rows} == expected
+    served_class = {
+        pid: str(p)
+        for a in answers
+        for pid, p in zip(a["prediction_ids"], a["predictions"], strict=True)
+    }
+    assert all(r["prediction"] != served_class[r["prediction_id"]] for r in rows)
+    assert {(r["model_version"], r["rollout_id"], r["role"]) for r in rows} == {
+        ("2", "r1", "shadow")
+    }
+    shadow_log.close()
+
+
+def test_a_failing_shadow_never_fails_the_served_answer(served, tmp_path: Path) -> None:
+    model, log = served
+
+    def broken(x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the shadow's runtime is broken")
+
+    rollout = LiveRollout("r1", "shadow", 1.0, model.version, replace(model, predict_proba=broken))
+    shadow_log = ShadowLog(log.store, tmp_path / "shadow-spool", flush_interval=60)
+    shadow_log.start()
+    out = predict(model, log, Band(), records=ROWS[:3], shadow=Shadow(rollout, shadow_log))
+    assert len(out["predictions"]) == 3 and log.pending_rows == 3
+    assert (shadow_log.failed, shadow_log.answered, shadow_log.pending_rows) == (1, 0, 0)
+    shadow_log.close()
