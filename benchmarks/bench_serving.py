@@ -15,8 +15,16 @@ on one started with DRIFTLAB_API_WORKERS = the machine's cores. The trained cham
 runtimes are also timed alone on one 10k-row batch (scikit-learn, ONNX Runtime, the compiled
 forest).
 
+Shadow rollout: a second version trained like the champion (another seed, not promoted) runs as a
+100% shadow (`POST /api/models/shadow`) on the same server, in wrk runs that alternate with runs
+without a rollout (none/shadow, shadow/none, ...: the machine's speed swings hit both alike); the
+line is the median of each pair's ratio. /health is sampled during each run (the prediction
+log's and the shadow log's pending rows) and after it (how long both take to drain), and the
+shadow's answers are counted (/health, then `lake.shadow_predictions`).
+
 Targets: driftlab >= 25x the naive server and >= 50% of the ceiling in requests/s, p99 <= 20 ms
-at 32 connections; batch /predict and /ingest/batch >= 200k rows/s.
+at 32 connections; batch /predict and /ingest/batch >= 200k rows/s; with a 100% shadow,
+requests/s >= 60% and p99 <= 1.5x of the same server without one, and no growing log backlog.
 """
 
 from __future__ import annotations
@@ -57,6 +65,10 @@ BATCH_WORKERS = (1, CORES) if CORES > 1 else (1,)
 one per core (one process's batches share one GIL: its parsing and validation are serial)."""
 SERVING_DEMO = "survey"
 TARGET_VS_NAIVE, TARGET_VS_CEILING, TARGET_P99_MS, TARGET_ROWS_S = 25.0, 0.5, 20.0, 200_000
+TARGET_SHADOW_RPS, TARGET_SHADOW_P99 = 0.60, 1.5  # with a 100% shadow / without a rollout
+SHADOW_WARMUP_S = 1  # wrk after each switch (a rollout's first calls), unmeasured
+HEALTH_EVERY_S = 0.37  # /health samples during a shadow-section run
+BACKLOG_MAX_S = 2.0  # most pending log rows, in seconds of requests (4 flushes of 0.5 s)
 
 
 @dataclass(frozen=True)
@@ -65,10 +77,11 @@ class Plan:
     warmup_s: int
     batch_reps: int
     wrk_runs: int  # measured wrk runs per line; their median is the line's figure
+    shadow_pairs: int  # (no rollout, 100% shadow) pairs of wrk runs, in alternating order
 
     @classmethod
     def of(cls, quick: bool) -> Plan:
-        return cls(3, 1, 3, 1) if quick else cls(6, 2, 7, 3)
+        return cls(3, 1, 3, 1, 1) if quick else cls(6, 2, 7, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -251,9 +264,10 @@ def reading_ms(schema: FeatureSchema, bodies: dict[str, bytes], reps: int) -> di
     return out
 
 
-def train(data_dir: Path, log: Path) -> None:
-    """`driftlab train` on an empty store: seeds the demo data, trains and promotes the forest."""
-    cmd = [sys.executable, "-m", "pipelines.cli", "train"]
+def train(data_dir: Path, log: Path, *args: str) -> None:
+    """`driftlab train` on an empty store: seeds the demo data, trains and promotes the forest
+    (`args`: more of its options, e.g. `--no-promote` for a second version)."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "train", *args]
     with open(log, "wb") as out:
         done = subprocess.run(
             cmd, cwd=ROOT, env=base_env(data_dir, 0), stdout=out, stderr=subprocess.STDOUT
@@ -287,12 +301,17 @@ def wrk_script(bodies: list[bytes], path: str, dest: Path) -> Path:
     return dest
 
 
-def wrk(url: str, script: Path, duration_s: int) -> WrkResult:
-    cmd = [
+def wrk_cmd(url: str, script: Path, duration_s: int) -> list[str]:
+    return [
         "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration_s}s", "--timeout", "10s",
         "--latency", "-s", str(script), url,
     ]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+
+def wrk(url: str, script: Path, duration_s: int) -> WrkResult:
+    out = subprocess.run(
+        wrk_cmd(url, script, duration_s), capture_output=True, text=True, check=True
+    ).stdout
     return parse_wrk(out)
 
 
@@ -404,6 +423,9 @@ def main(quick: bool = False) -> None:
 
         say(f"training the demo forest (driftlab train) in {dirs['driftlab']} …")
         train(dirs["driftlab"], root / "train.log")
+        say("training a second version (another seed, not promoted) for the shadow …")
+        train(dirs["driftlab"], root / "train2.log", "--no-promote", "--random-state", "7")
+        shadow_version = newest_version(dirs["driftlab"])
         calls, schema = model_call_ms(dirs["driftlab"], batch_recs, plan.batch_reps)
 
         port = free_port()
@@ -429,6 +451,8 @@ def main(quick: bool = False) -> None:
             say("(c) driftlab /predict …")
             results["c"] = measure(f"{url}/predict", features_lua, plan)
             results["c2"] = measure(f"{url}/predict", records_lua, plan)
+            say(f"(s) /predict without a rollout and with a 100% shadow of v{shadow_version} …")
+            shadow = measure_shadow(url, features_lua, plan, shadow_version)
             say("(d) batch /predict, (e) /ingest/batch …")
             measure_batches(s, bodies, plan, 1, batch, cpu_ms)
             time.sleep(1.5)  # let the prediction log flush, to report it
@@ -441,8 +465,244 @@ def main(quick: bool = False) -> None:
                 for key, body in bodies.items():  # each process's first batches: warm-up
                     rows_per_s(f"{s.url}{BATCH_PATHS[key]}", body, BATCH_ROWS, 1, 2 * workers)
                 measure_batches(s, bodies, plan, workers, batch, cpu_ms)
+        shadow.lake_rows = lake_shadow_rows(dirs["driftlab"])
 
-    report(results, batch, cpu_ms, calls, reads, health, plan)
+    report(results, batch, cpu_ms, calls, reads, health, plan, shadow)
+
+
+# -- the shadow rollout ----------------------------------------------------------------------
+
+
+@dataclass
+class ShadowRun:
+    """One measured wrk run of the shadow section, and the logs around it."""
+
+    shadow: bool  # a 100% shadow ran beside the champion
+    wrk: WrkResult
+    pending: list[tuple[int, int]]  # /health during the run: (prediction log, shadow log) rows
+    drain_s: float | None  # after the run, until both logs had no pending rows (None: not)
+    logged: int  # rows the prediction log flushed to the lake, run to drained
+    shadow_answered: int  # rows the shadow answered, run to drained
+    shadow_flushed: int  # and flushed to lake.shadow_predictions
+
+
+@dataclass
+class ShadowSection:
+    version: str
+    runs: list[ShadowRun]
+    lake_rows: int | None = None  # lake.shadow_predictions after the server stopped
+
+    def pairs(self) -> list[tuple[ShadowRun, ShadowRun]]:
+        """(no rollout, shadow) per pair of neighbouring runs."""
+        out = []
+        for first, second in zip(self.runs[::2], self.runs[1::2], strict=True):
+            none, shadow = (second, first) if first.shadow else (first, second)
+            out.append((none, shadow))
+        return out
+
+
+def newest_version(data_dir: Path) -> str:
+    """The newest registered version of the tabular model in `data_dir`."""
+    from pipelines.models.registry import Registry
+    from pipelines.settings import Settings
+
+    registry = Registry.from_settings(Settings(data_dir=data_dir))
+    return max((v.version for v in registry.versions()), key=int)
+
+
+def lake_shadow_rows(data_dir: Path) -> int | None:
+    """Rows in `lake.shadow_predictions` (None if the lake could not be read)."""
+    from pipelines.settings import Settings
+    from pipelines.store import Store
+
+    try:
+        store = Store.open(Settings(data_dir=data_dir), read_only=True)
+        try:
+            return store.count_rows()["shadow_predictions"]
+        finally:
+            store.close()
+    except Exception as exc:  # report the rest
+        say(f"could not count lake.shadow_predictions: {exc}")
+        return None
+
+
+def log_state(url: str) -> dict[str, int]:
+    """The prediction log's and the shadow log's counters, from /health."""
+    health = httpx.get(f"{url}/health", timeout=10).json()
+    log = health["prediction_log"]
+    shadow = (health.get("rollout") or {}).get("shadow_log") or {}
+    return {
+        "pending": log["pending_rows"],
+        "flushed": log["flushed_rows"],
+        "shadow_pending": shadow.get("pending_rows", 0),
+        "shadow_flushed": shadow.get("flushed_rows", 0),
+        "shadow_answered": shadow.get("answered_rows", 0),
+        "shadow_failed": shadow.get("failed_calls", 0),
+    }
+
+
+def wait_drained(url: str, timeout_s: float = 30.0) -> tuple[float | None, dict[str, int]]:
+    """Seconds until neither log holds rows the lake lacks (None if not within `timeout_s`),
+    and the counters then."""
+    started = time.monotonic()
+    while True:
+        state = log_state(url)
+        took = time.monotonic() - started
+        if state["pending"] == 0 and state["shadow_pending"] == 0:
+            return took, state
+        if took > timeout_s:
+            return None, state
+        time.sleep(0.05)
+
+
+def set_shadow(url: str, version: str | None) -> None:
+    """Start a 100% shadow of `version` (None: stop the running rollout); the API applies it in
+    its own process before answering."""
+    if version is None:
+        r = httpx.post(
+            f"{url}/api/models/rollout/stop",
+            json={"who": "bench_serving", "why": "the next run has no rollout"},
+            timeout=60,
+        )
+    else:
+        body = {"version": version, "share": 1.0, "who": "bench_serving", "why": "bench_serving"}
+        r = httpx.post(f"{url}/api/models/shadow", json=body, timeout=60)
+    if r.status_code != 200:
+        raise RuntimeError(f"rollout move answered {r.status_code}: {r.text[:500]}")
+
+
+def measure_shadow(url: str, script: Path, plan: Plan, version: str) -> ShadowSection:
+    """`plan.shadow_pairs` pairs of wrk runs, one without a rollout and one with a 100% shadow,
+    the order alternating from pair to pair; each run after a switch and a warm-up, with the
+    logs drained before it, /health sampled during it and the drain timed after it."""
+    runs = []
+    running = False
+    order = [pair % 2 == 1 for pair in range(plan.shadow_pairs)]  # does the pair start shadowed
+    for first_shadowed in order:
+        for shadowed in (first_shadowed, not first_shadowed):
+            if shadowed != running:
+                set_shadow(url, version if shadowed else None)
+                running = shadowed
+            wrk(url + "/predict", script, SHADOW_WARMUP_S)
+            _, before = wait_drained(url)
+            proc = subprocess.Popen(
+                wrk_cmd(url + "/predict", script, plan.duration_s),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            pending = []
+            while proc.poll() is None:
+                time.sleep(HEALTH_EVERY_S)
+                if proc.poll() is None:
+                    state = log_state(url)
+                    pending.append((state["pending"], state["shadow_pending"]))
+            out, err = proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"wrk failed ({proc.returncode}): {err[-500:]}")
+            drain_s, after = wait_drained(url)
+            runs.append(
+                ShadowRun(
+                    shadowed,
+                    parse_wrk(out),
+                    pending,
+                    drain_s,
+                    after["flushed"] - before["flushed"],
+                    after["shadow_answered"] - before["shadow_answered"] if shadowed else 0,
+                    after["shadow_flushed"] - before["shadow_flushed"] if shadowed else 0,
+                )
+            )
+    if running:
+        set_shadow(url, None)
+    return ShadowSection(version, runs)
+
+
+def peaks(run: ShadowRun, log: int) -> tuple[int, int]:
+    """The most pending rows of a log (0: predictions, 1: the shadow's) /health showed in the
+    first and in the second half of a run."""
+    half = len(run.pending) // 2
+    first = max((p[log] for p in run.pending[:half]), default=0)
+    return first, max((p[log] for p in run.pending[half:]), default=0)
+
+
+def backlog_s(run: ShadowRun) -> float:
+    """A run's most pending rows in either log, in seconds of the run's requests."""
+    most = max((max(p) for p in run.pending), default=0)
+    return most / max(run.wrk.requests_s, 1.0)
+
+
+def backlog_grew(run: ShadowRun) -> bool:
+    """Whether a log fell behind during a run. One that keeps up is a sawtooth of about a flush
+    interval of requests (0.5 s, plus its commit); it grew if either log's peak in the run's
+    second half went 1 s of requests over its first half's, if a peak passed
+    `BACKLOG_MAX_S` of requests, or if the logs took over 5 s to drain after the run."""
+    for log in (0, 1):
+        first, second = peaks(run, log)
+        if second > first + run.wrk.requests_s * 1.0:
+            return True
+    return backlog_s(run) > BACKLOG_MAX_S or run.drain_s is None or run.drain_s > 5.0
+
+
+def shadow_lines(section: ShadowSection, duration_s: int) -> list[str]:
+    pairs = section.pairs()
+    rps = [s.wrk.requests_s / n.wrk.requests_s for n, s in pairs]
+    p99 = [s.wrk.p99_ms / n.wrk.p99_ms for n, s in pairs]
+    rps_ratio, p99_ratio = statistics.median(rps), statistics.median(p99)
+    lines = [
+        "",
+        f"shadow rollout on the same server: {len(pairs)} pair{'s' if len(pairs) > 1 else ''} "
+        f"of {duration_s}-s wrk runs (features), one without a rollout and one with a 100% "
+        f"shadow of v{section.version} (trained like the champion, another seed), the order "
+        f"alternating; /health sampled every ~{HEALTH_EVERY_S:g} s during a run: the most "
+        "pending rows in its first half -> its second half, of the prediction log and of the "
+        "shadow log; then the time both took to drain",
+        f"{'':42} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}   "
+        f"{'log pending':>15} {'shadow pending':>15}  drained in",
+    ]
+    for i, run in enumerate(section.runs):
+        r = run.wrk
+        title = f"(s) pair {i // 2 + 1}: " + (
+            f"100% shadow of v{section.version}" if run.shadow else "no rollout"
+        )
+        log = "{:,} -> {:,}".format(*peaks(run, 0))
+        shadow = "{:,} -> {:,}".format(*peaks(run, 1)) if run.shadow else "-"
+        drained = "not in 30 s" if run.drain_s is None else f"{run.drain_s:.1f} s"
+        lines.append(
+            f"{title:42} {r.requests_s:9,.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d}   "
+            f"{log:>15} {shadow:>15}  {drained}"
+        )
+    shadowed = [run for run in section.runs if run.shadow]
+    requests = sum(run.wrk.requests for run in shadowed)
+    answered = sum(run.shadow_answered for run in shadowed)
+    flushed = sum(run.shadow_flushed for run in shadowed)
+    logged = sum(run.logged for run in section.runs)
+    all_requests = sum(run.wrk.requests for run in section.runs)
+    grew = [i for i, run in enumerate(section.runs) if backlog_grew(run)]
+    lake = "?" if section.lake_rows is None else f"{section.lake_rows:,}"
+    slowest = max((run.drain_s or 0.0) for run in section.runs)
+    most = max(backlog_s(run) for run in section.runs)
+    lines += [
+        "",
+        f"shadow / none req/s {rps_ratio:7.0%}    (target >= {TARGET_SHADOW_RPS:.0%})  "
+        + f"{verdict(rps_ratio >= TARGET_SHADOW_RPS):6}   each pair: "
+        + " ".join(f"{x:.0%}" for x in rps),
+        f"shadow / none p99   {p99_ratio:7.2f}x   (target <= {TARGET_SHADOW_P99:.1f}x) "
+        + f"{verdict(p99_ratio <= TARGET_SHADOW_P99):6}   each pair: "
+        + " ".join(f"{x:.2f}x" for x in p99),
+        f"log backlog         peak {most:.2f} s of requests (<= {BACKLOG_MAX_S:g} s), "
+        + (
+            f"no growth within a run, drained in <= {slowest:.1f} s after each   ok"
+            if not grew
+            else f"grew in run {', '.join(str(i + 1) for i in grew)}   MISSED"
+        ),
+        f"the shadow answered {answered:,} rows for the {requests:,} requests of its runs "
+        f"({answered / max(requests, 1):.1%}), {flushed:,} flushed to the lake; "
+        f"lake.shadow_predictions: {lake} rows (warm-ups included)   "
+        + verdict(answered >= 0.99 * requests > 0),
+        f"the prediction log flushed {logged:,} rows for the {all_requests:,} requests of the "
+        "section's runs (more: requests still in flight when wrk stopped)",
+    ]
+    return lines
 
 
 def drained(url: str, timeout_s: float = 30.0) -> None:
@@ -497,6 +757,7 @@ def report(
     reads: dict[str, tuple],
     health: dict[str, Any],
     plan: Plan,
+    shadow: ShadowSection | None = None,
 ) -> None:
     medians = {key: median_run(runs) for key, runs in results.items()}
     a, b, c = medians["a"], medians["b"], medians["c"]
@@ -530,6 +791,10 @@ def report(
         + verdict(vs_ceiling >= TARGET_VS_CEILING),
         f"driftlab p99        {c.p99_ms:7.1f} ms (target <= {TARGET_P99_MS:.0f} ms) "
         + verdict(c.p99_ms <= TARGET_P99_MS),
+    ]
+    if shadow is not None:
+        lines += shadow_lines(shadow, plan.duration_s)
+    lines += [
         "",
         f"batches of {BATCH_ROWS:,} rows: rows/s, median of {plan.batch_reps} rounds "
         f"(min … max), with 1 client and with {BATCH_CLIENTS[-1]} sending at once; "
