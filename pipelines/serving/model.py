@@ -34,6 +34,7 @@ from pipelines.models.calibration import CALIBRATION_FILE, Calibration
 from pipelines.models.registry import CHAMPION, FOREST_FILE, Registry
 from pipelines.schema import FeatureSchema
 from pipelines.serving.forest import CompiledForest
+from pipelines.serving.poller import Poller
 
 logger = logging.getLogger(__name__)
 
@@ -194,12 +195,14 @@ def load_version(registry: Registry, version: str) -> ServingModel:
         )
 
 
-class ModelHolder:
+class ModelHolder(Poller):
     """Holds the serving champion; a poller swaps in a new one when the alias moves.
 
     Requests read `holder.model` once and use that object to the end, so a swap never fails a
     request in flight: the old model stays alive until its last request lets go of it.
     """
+
+    thread_name = "model-poller"
 
     def __init__(
         self,
@@ -209,17 +212,14 @@ class ModelHolder:
         interval: float = 2.0,
         loader: Callable[[Registry, str], Any] | None = None,
     ):
+        super().__init__(interval)
         self.registry = registry
         self.alias = alias
-        self.interval = interval
         # How a version becomes a serving model (the vision holder passes its own loader).
         self.loader = loader or load_version
         self.model: Any = None  # a ServingModel, or what `loader` returns
         self.last_check: float | None = None
-        self.last_error: str | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def refresh(self) -> bool:
         """Load the alias's version if it differs from the one serving; True if swapped."""
@@ -241,21 +241,3 @@ class ModelHolder:
                 time.perf_counter() - started,
             )
             return True
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._poll, name="model-poller", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.refresh()
-                self.last_error = None
-            except Exception as exc:  # keep serving the current model
-                self.last_error = str(exc)
-                logger.exception("champion refresh failed")

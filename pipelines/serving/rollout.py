@@ -31,6 +31,7 @@ import numpy as np
 
 from pipelines.models.registry import Registry
 from pipelines.serving.model import ServingModel, load_version
+from pipelines.serving.poller import Poller
 from pipelines.store import Store
 
 logger = logging.getLogger(__name__)
@@ -66,8 +67,10 @@ class LiveRollout:
         return int.from_bytes(digest) / 2**64 < self.share
 
 
-class RolloutHolder:
+class RolloutHolder(Poller):
     """This process's view of the model's running rollout, refreshed by a poller thread."""
+
+    thread_name = "rollout-poller"
 
     def __init__(
         self,
@@ -77,15 +80,12 @@ class RolloutHolder:
         interval: float = 2.0,
         loader: Callable[[Registry, str], ServingModel] = load_version,
     ) -> None:
+        super().__init__(interval)
         self.store = store
         self.registry = registry
-        self.interval = interval
         self.loader = loader
         self.current: LiveRollout | None = None
-        self.last_error: str | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def refresh(self) -> LiveRollout | None:
         """Read the running rollout now; load its challenger when it is a new one."""
@@ -121,24 +121,6 @@ class RolloutHolder:
         with self._lock:
             if self.current is not None and self.current.rollout_id == rollout_id:
                 self.current = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._poll, name="rollout-poller", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.refresh()
-                self.last_error = None
-            except Exception as exc:  # keep serving as before
-                self.last_error = str(exc)
-                logger.exception("rollout refresh failed")
 
 
 class CanaryGuard:
