@@ -390,6 +390,13 @@ class Settings(BaseSettings):
         description="Input side of the vision model in pixels (a multiple of 32).",
     )
     vision_epochs: int = Field(10, ge=1, description="Epochs of a vision retrain's fine-tuning.")
+    vision_device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|[0-9]{1,2}(,[0-9]{1,2})*)$",
+        description="Where vision models train and run: `auto` (a CUDA GPU when torch, or ONNX "
+        "Runtime for serving, sees one; else the CPU), `cpu`, or CUDA device indices (`0`, "
+        "`0,1`). Nothing requires a GPU.",
+    )
     vision_conf: float = Field(
         0.25, gt=0, lt=1, description="Confidence below which detections are dropped."
     )

@@ -156,7 +156,8 @@ class VisionServing:
             return None
         log = ImageLog.started(store, settings)  # replays image logs a crash left
         registry = Registry.vision_from_settings(settings)
-        models = started_holder(registry, settings, vision_loader(settings.vision_cache_dir))
+        loader = vision_loader(settings.vision_cache_dir, settings.vision_device)
+        models = started_holder(registry, settings, loader)
         return cls(models=models, log=log)
 
     def stop(self) -> None:

@@ -85,24 +85,32 @@ def version_folder(cache_dir: Path, registry: Registry, version: str) -> Path:
 
 
 def load_vision_version(
-    registry: Registry, version: str, cache_dir: Path, *, threads: int | None = 1
+    registry: Registry,
+    version: str,
+    cache_dir: Path,
+    *,
+    threads: int | None = 1,
+    device: str = "cpu",
 ) -> VisionModel:
     """A registered vision version as a :class:`VisionModel` (ONNX Runtime when exported).
 
     Args:
         threads: ONNX Runtime intra-op threads. One, like the tabular sessions: requests run
             concurrently and more threads per call fight over a couple of cores.
+        device: `DRIFTLAB_VISION_DEVICE` ("auto", "cpu" or a CUDA index).
     """
     info = registry.version(version)
     folder = version_folder(cache_dir, registry, version)
     meta = json.loads((folder / VISION_META).read_text())
     int8_file, onnx_file = folder / VISION_ONNX_INT8, folder / VISION_ONNX
     if int8_file.exists():  # registered only after it agreed with the float export
-        predictor = Predictor.from_onnx(int8_file, threads=threads)
+        predictor = Predictor.from_onnx(int8_file, threads=threads, device=device)
     elif onnx_file.exists():
-        predictor = Predictor.from_onnx(onnx_file, threads=threads)
+        predictor = Predictor.from_onnx(onnx_file, threads=threads, device=device)
     else:
-        predictor = Predictor.from_weights(folder / VISION_WEIGHTS, imgsz=int(meta["imgsz"]))
+        predictor = Predictor.from_weights(
+            folder / VISION_WEIGHTS, imgsz=int(meta["imgsz"]), device=device
+        )
     return VisionModel(
         registry.model_name,
         str(version),
@@ -115,10 +123,10 @@ def load_vision_version(
     )
 
 
-def vision_loader(cache_dir: Path) -> Any:
-    """The `ModelHolder` loader of vision versions kept under `cache_dir`."""
+def vision_loader(cache_dir: Path, device: str = "cpu") -> Any:
+    """The `ModelHolder` loader of vision versions kept under `cache_dir`, run on `device`."""
 
     def load(registry: Registry, version: str) -> VisionModel:
-        return load_vision_version(registry, version, cache_dir)
+        return load_vision_version(registry, version, cache_dir, device=device)
 
     return load

@@ -157,7 +157,12 @@ class Predictor:
 
     @classmethod
     def from_weights(
-        cls, weights: Path, *, imgsz: int | None = None, threads: int | None = None
+        cls,
+        weights: Path,
+        *,
+        imgsz: int | None = None,
+        threads: int | None = None,
+        device: str = "cpu",
     ) -> Predictor:
         """The PyTorch path: the ``.pt`` model, fused (conv+batch-norm) and in eval mode.
 
@@ -165,14 +170,19 @@ class Predictor:
             weights: A ``.pt`` file (trusted: it is a pickle).
             imgsz: Input side; default: the side it was trained at.
             threads: If given, ``torch.set_num_threads`` (process-wide in PyTorch).
+            device: "cpu", "auto" (a CUDA GPU if torch sees one) or a CUDA index ("0").
         """
         prepare_offline()
         import torch
         from ultralytics.nn.tasks import load_checkpoint
 
+        from pipelines.vision.yolo import resolve_device
+
         if threads is not None:
             torch.set_num_threads(threads)
-        module, ckpt = load_checkpoint(str(weights), device="cpu", fuse=True)
+        index = resolve_device(device).split(",")[0]
+        where = torch.device("cpu" if index == "cpu" else f"cuda:{index}")
+        module, ckpt = load_checkpoint(str(weights), device=where, fuse=True)
         task = module.task
         if task not in TASKS:
             raise ValueError(f"{weights} holds a {task!r} model; only {TASKS} are supported")
@@ -180,10 +190,10 @@ class Predictor:
 
         def forward(batch: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
-                out = module(torch.from_numpy(batch))
+                out = module(torch.from_numpy(batch).to(where))
             if isinstance(out, list | tuple):
                 out = out[0]
-            return out.numpy()  # type: ignore[no-any-return]
+            return out.cpu().numpy()  # type: ignore[no-any-return]
 
         head = module.model[-1]
         return cls(
@@ -196,12 +206,14 @@ class Predictor:
         )
 
     @classmethod
-    def from_onnx(cls, path: Path, *, threads: int | None = None) -> Predictor:
+    def from_onnx(cls, path: Path, *, threads: int | None = None, device: str = "cpu") -> Predictor:
         """The ONNX Runtime path; task, class names and input size come from the file's metadata.
 
         Args:
             path: An ``.onnx`` file from :func:`export_onnx`.
             threads: Intra-op threads; default: ONNX Runtime's (one per physical core).
+            device: "cpu", or "auto" / a CUDA index to run on CUDA when this ONNX Runtime has
+                its CUDA provider (`onnxruntime-gpu`); else the CPU.
         """
         import onnxruntime as ort
 
@@ -209,7 +221,11 @@ class Predictor:
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+            index = 0 if device == "auto" else int(device.split(",")[0])
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+        session = ort.InferenceSession(str(path), options, providers=providers)
         meta = session.get_modelmeta().custom_metadata_map
         missing = {"task", "names", "imgsz"} - set(meta)
         if missing:

@@ -273,6 +273,7 @@ def evaluate(
     names: Sequence[str],
     workdir: Path,
     imgsz: int,
+    device: str = "cpu",
 ) -> dict[str, float]:
     """The gate's figures of one model on one held-out set: the primary metric (mAP50-95 by
     Ultralytics' validator, or top-1), per-class recall (a box found at IoU ≥ 0.5, or the
@@ -280,12 +281,14 @@ def evaluate(
     if not items:
         return {"n": 0.0}
     out: dict[str, float] = {"n": float(len(items))}
-    predictor = Predictor.from_weights(weights, imgsz=imgsz)
+    predictor = Predictor.from_weights(weights, imgsz=imgsz, device=device)
     found = np.zeros(len(names))
     support = np.zeros(len(names))
     if task == "detect":
         data_yaml = export({"train": items, "val": items}, workdir / "dataset", task, names)
-        metrics = yolo.validate(weights, data_yaml, workdir / "runs", imgsz=imgsz, name="val")
+        metrics = yolo.validate(
+            weights, data_yaml, workdir / "runs", imgsz=imgsz, device=device, name="val"
+        )
         out["map50_95"] = metrics.get("map50_95", 0.0)
         out["map50"] = metrics.get("map50", 0.0)
         for item in items:
@@ -430,6 +433,7 @@ def _fine_tune_and_gate(
         )
     dataset = export({"train": data.train, "val": data.fixed}, workdir / "dataset", task, names)
     start_from = champion.weights if champion else settings.vision_weights
+    device = yolo.resolve_device(settings.vision_device)
     result = yolo.train(
         dataset,
         workdir / "runs",
@@ -439,6 +443,7 @@ def _fine_tune_and_gate(
         epochs=epochs,
         imgsz=imgsz,
         name="train",
+        device=device,
         **overrides,
     )
     onnx_file = yolo.export_onnx(result.weights, imgsz=imgsz, dest=workdir / "model.onnx")
@@ -482,6 +487,7 @@ def _fine_tune_and_gate(
                 names=names,
                 workdir=workdir / f"eval-{who}-{name}",
                 imgsz=imgsz,
+                device=device,
             )
             for name, items in sets.items()
         }

@@ -47,6 +47,17 @@ def _yolo_class() -> Any:
     return YOLO
 
 
+def resolve_device(spec: str = "auto") -> str:
+    """Ultralytics' device argument for `DRIFTLAB_VISION_DEVICE`: `auto` is the first CUDA
+    device when torch sees one, else "cpu"; "cpu" and device indices ("0", "0,1") pass as they
+    are."""
+    if spec != "auto":
+        return spec
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
 def architecture_file(task: Task, architecture: str = "yolo11n") -> str:
     """The Ultralytics model file for a task, e.g. ``yolo11n.yaml`` / ``yolo11n-cls.yaml``."""
     if task not in TASKS:

@@ -210,3 +210,33 @@ def test_box_agreement_counts_moved_boxes_as_missed(detector: tuple) -> None:
     images = [i.image for i in val]
     got = yolo.agreement(torch_side, moved, images, conf=0.0)
     assert got["compared"] > 0 and got["matched"] == 0.0
+
+
+def test_the_device_setting_picks_cuda_only_when_torch_sees_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import torch
+
+    from tests.conftest import make_settings
+
+    assert yolo.resolve_device("cpu") == "cpu" and yolo.resolve_device("0,1") == "0,1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert yolo.resolve_device("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert yolo.resolve_device("auto") == "0"
+    assert make_settings(tmp_path).vision_device == "auto"
+    with pytest.raises(ValueError, match="vision_device"):
+        make_settings(tmp_path, vision_device="gpu")
+
+
+def test_a_cpu_machine_serves_on_the_cpu_whatever_the_device_setting(
+    detector: tuple, workdir: Path
+) -> None:
+    result, _, val = detector
+    onnx_file = yolo.export_onnx(result.weights, dest=workdir / "device" / "det.onnx")
+    image = val[0].image
+    on_cpu = Predictor.from_onnx(onnx_file, device="cpu").raw(image)
+    auto = Predictor.from_onnx(onnx_file, device="auto").raw(image)  # no CUDA provider here
+    assert np.array_equal(auto, on_cpu)
+    torch_auto = Predictor.from_weights(result.weights, device="auto").raw(image)
+    assert np.abs(torch_auto - on_cpu).max() < 1e-3
