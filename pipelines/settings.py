@@ -384,10 +384,17 @@ class Settings(BaseSettings):
         None, description="Your own pretrained `.pt` file to start the first vision model from."
     )
     vision_imgsz: int = Field(
-        320,
+        128,
         ge=32,
         multiple_of=32,
-        description="Input side of the vision model in pixels (a multiple of 32).",
+        description="Input side of the vision model in pixels (a multiple of 32); the demo's "
+        "canvases are drawn at it. Raise it for camera images with small objects (320, 640).",
+    )
+    vision_flip: bool = Field(
+        False,
+        description="Train vision models on horizontally mirrored images too (Ultralytics' "
+        "`fliplr` 0.5): on where a mirror image is the same class (most scenes), off for digits "
+        "and text, like the demo's.",
     )
     vision_epochs: int = Field(10, ge=1, description="Epochs of a vision retrain's fine-tuning.")
     vision_device: str = Field(

@@ -301,6 +301,11 @@ class Shift:
             raise ValueError(f"invalid shift {self}")
 
 
+DEMO_SHIFT = Shift(brightness=0.55, blur=1.0, noise=6.0, scale=0.8)
+"""The demo camera's drift: darker, softer, noisier, and farther away (digits 20% smaller).
+The demo detector loses about a quarter of its mAP50-95 on it (`benchmarks/README.md`)."""
+
+
 def brighten(image: np.ndarray, factor: float) -> np.ndarray:
     """Multiply every channel by ``factor`` (a change of exposure), saturating at 0 and 255."""
     return np.clip(np.rint(image.astype(np.float32) * factor), 0, 255).astype(np.uint8)
