@@ -30,8 +30,7 @@ OUT_DIR = Path(__file__).resolve().parents[2] / "ops" / "grafana" / "dashboards"
 WIDTH = 24
 """Grafana's grid is 24 columns wide."""
 RATE = "$__rate_interval"
-TABULAR = '{model="tabular"}'  # the drift series of the tabular model
-IMAGES = '{model="vision"}'  # the vision model's image checks
+TABULAR = '{model="tabular"}'  # the drift series of the tabular model (vision: model="vision")
 _WINDOWS = re.compile(r"\$\{?__(?:rate_interval|interval|range)\b\}?")
 
 UP = {0: ("down", "red"), 1: ("up", "green")}
@@ -387,24 +386,6 @@ def vision() -> dict[str, Any]:
                                   f" / sum by (origin) ({images})",
         }, "percentunit", w=8, description="Every served image in the store, and the recent "
                                            "images of this API process by origin."),
-        row("Image drift"),
-        stat("Image drift", f"driftlab_dataset_drift{IMAGES}", w=4,
-             mappings={0: ("no", "green"), 1: ("yes", "red")},
-             description="The latest image check: input quality features against the "
-                         "champion's training images."),
-        stat("Drift streak", f"driftlab_dataset_drift_streak{IMAGES}", w=4),
-        timeseries("Drift share and streak", {
-            "drift share": f"driftlab_drift_share{IMAGES}",
-            "streak": f"driftlab_dataset_drift_streak{IMAGES}",
-        }, "percentunit", w=16, series={"streak": right_axis("short")}),
-        timeseries("Effect size by column",
-                   {"{{feature}} ({{role}})": f"driftlab_drift_effect_size{IMAGES}"},
-                   "short", w=16, description="Inputs (role feature: brightness, contrast, "
-                   "blur, colour…) and outputs (role prediction: detections per image, box "
-                   "size, confidence, top class), apart."),
-        bargauge("Latest effect size", f"sort_desc(driftlab_drift_effect_size{IMAGES})",
-                 "{{feature}} ({{role}})", "short", w=8),
-        row("Confidence"),
         heatmap("Detection confidence", f"sum by (le) (increase({confidence}[{RATE}]))"),
         bargauge("Confidence distribution", f"sum by (le) (increase({confidence}[$__range]))",
                  "{{le}}", "short", histogram=True,

@@ -1,7 +1,7 @@
 """The operations stack end to end, with the real binaries: Prometheus scrapes a live API, a
 shifted stream with wrong feedback makes a retrain alert fire, Alertmanager posts it to
-/webhook/alert with the key, a retrain starts under the alert's name, and every Grafana panel's
-query finds data in that Prometheus."""
+/webhook/alert with the key, a retrain starts under the alert's name, a shadow rollout runs,
+and every Grafana panel's query finds data in that Prometheus."""
 
 from __future__ import annotations
 
@@ -19,8 +19,12 @@ import pytest
 import yaml
 
 from pipelines import demo
+from pipelines.models import training
+from pipelines.models.registry import Registry
 from pipelines.ops import grafana, observe
+from pipelines.ops.grafana import rate
 from pipelines.settings import Settings
+from pipelines.store import Store
 from tests.conftest import make_settings
 from tests.helpers import ApiServer, free_port, wait_until
 
@@ -116,6 +120,17 @@ def shifted_traffic_with_wrong_feedback(api: httpx.Client) -> None:
     assert api.post("/log", json=edge).status_code == 200  # the `vision` extra is installed
 
 
+def labeled_traffic(api: httpx.Client, n: int) -> None:
+    """`n` live predictions, each given its true label."""
+    frame = SPLIT.live.head(n)
+    out = api.post("/predict", json={"records": demo.records(frame)})
+    assert out.status_code == 200, out.text
+    truth = frame[SPLIT.label].tolist()
+    for pid, label in zip(out.json()["prediction_ids"], truth, strict=True):
+        sent = api.post("/feedback", json={"prediction_id": pid, "label": label})
+        assert sent.status_code == 200, sent.text
+
+
 @contextlib.contextmanager
 def steady_traffic(url: str) -> Iterator[None]:
     """A client predicting a row every 0.2 s meanwhile: rates need a counter that moves."""
@@ -147,6 +162,9 @@ def test_an_alert_starts_a_retrain_and_every_panel_finds_data(
     stack: tuple[ApiServer, Settings],
 ) -> None:
     server, settings = stack
+    stump = training.TrainConfig(params={"n_estimators": 1, "max_depth": 1})
+    registry = Registry.from_settings(settings)
+    challenger = training.train(Store.open(settings), registry, stump, promote=False).version
     with (
         httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=60) as api,
         steady_traffic(server.url),
@@ -169,6 +187,19 @@ def test_an_alert_starts_a_retrain_and_every_panel_finds_data(
 
         assert wait_until(lambda: RETRAIN_ALERTS <= firing(), timeout=30), firing()
         assert not {"DriftlabApiDown", "DriftlabStoreUnavailable"} & firing()
+
+        # A shadow beside the champion (started now: a running rollout would have blocked the
+        # alert's retrain), its answers labeled: what the rollout panels read.
+        shadow = api.post("/api/models/shadow", json={"version": challenger, "why": "panels"})
+        assert shadow.status_code == 200, shadow.text
+        labeled_traffic(api, 20)
+        assert wait_until(
+            lambda: (
+                query(settings, "driftlab_rollout_labels > 0")
+                and query(settings, grafana.concrete(rate("driftlab_shadow_predictions_total")))
+            ),
+            timeout=30,
+        ), query(settings, "driftlab_rollout_labels")
 
         # Every panel of every dashboard finds series (annotations wait for a promotion).
         empty = [
