@@ -160,9 +160,10 @@ class PredictFastPath:
         started = time.perf_counter()
         state: AppState = scope["app"].state.driftlab
         extra: list[tuple[bytes, bytes]] = []  # an error's own headers, if it has any
-        client = next(
-            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-client-id"), None
-        )
+        client = None
+        if state.serving.rollouts.current is not None:  # only a canary reads the client's key
+            wanted = CLIENT_HEADER.encode()
+            client = next((v.decode("latin-1") for k, v in scope["headers"] if k == wanted), None)
         try:
             status, content = 200, await answer(state, await _read_body(receive), started, client)
         except HTTPException as exc:
