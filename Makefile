@@ -10,7 +10,7 @@ export YOLO_AUTOINSTALL := false
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup up observe ops-tools api worker dashboard test test-fast lint format docs lab train train-vision drift drift-vision retrain retrain-vision simulate bench clean
+.PHONY: help setup up up-cluster postgres-tools observe ops-tools api worker dashboard test test-fast lint format docs lab train train-vision drift drift-vision retrain retrain-vision simulate bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -39,7 +39,14 @@ ops-tools: ## install Debian's prometheus and prometheus-alertmanager if they ar
 api: setup ## run the API alone on :8000
 	$(VENV)/bin/driftlab api
 
-test: setup ops-tools ## the whole test suite, what CI runs (installs Debian's chromium, prometheus, alertmanager)
+postgres-tools: ## install Debian's postgresql if it is missing (for up-cluster and the tests)
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)
+
+up-cluster: setup postgres-tools ## the multi-machine layout on this one: PostgreSQL, S3, N=2 API replicas, 2 workers
+	$(VENV)/bin/driftlab up --cluster $(or $(N),2)
+
+test: setup ops-tools postgres-tools ## the whole test suite, what CI runs (installs Debian's chromium, postgresql, prometheus, alertmanager)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	$(PY) -m pytest -q
 

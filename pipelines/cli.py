@@ -11,7 +11,10 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from pipelines import __version__
@@ -30,9 +33,10 @@ def _print(obj: Any) -> None:
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.store import Store
+    from pipelines.store.postgres import redact
 
     store = Store.open(settings)
-    _print({"catalog": settings.catalog_uri, "snapshot_id": store.snapshot_id()})
+    _print({"catalog": redact(settings.catalog_uri), "snapshot_id": store.snapshot_id()})
     return 0
 
 
@@ -111,7 +115,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     worker = Worker.open(settings)
     if args.once:
-        _print(worker.tick())
+        if settings.shared_catalog:  # one round, only if no other worker is active
+            worker.lease = Worker.keeper(settings).start()
+        try:
+            _print(worker.tick())
+        finally:
+            if worker.lease is not None:
+                worker.lease.stop()
         return 0
     worker.run(stop)
     return 0
@@ -183,15 +193,14 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
     if args.optuna_timeout is not None:
         params["optuna_timeout"] = args.optuna_timeout
     # The lock is held here, around the kernel: a lock the kernel took would leave a gap
-    # between the trigger's check and the run. `--lock-fd` is one `trigger` already took.
-    if args.lock_fd is not None:
-        fd = args.lock_fd
-    else:
-        try:
-            fd = retraining_control.acquire(settings)
-        except retraining_control.RetrainBusy as exc:
-            logger.error("%s", exc)
-            return 3
+    # between the trigger's check and the run. `--lock-fd`/`--lock-lease`: one `trigger` took.
+    try:
+        held = retraining_control.adopt(
+            settings, fd=args.lock_fd, lease=args.lock_lease
+        ) or retraining_control.acquire(settings)
+    except retraining_control.RetrainBusy as exc:
+        logger.error("%s", exc)
+        return 3
     params["hold_lock"] = False
     try:
         out = run_notebook("retrain", settings, params)
@@ -212,7 +221,7 @@ def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
                 )
         raise
     finally:
-        os.close(fd)
+        held.release()
     _print({**json.loads(out.with_suffix(".json").read_text()), "notebook": str(out)})
     return 0
 
@@ -243,6 +252,7 @@ def _retrain_vision(args: argparse.Namespace) -> int:
     for flag, value in (
         ("--event-id", args.event_id),
         ("--lock-fd", args.lock_fd),
+        ("--lock-lease", args.lock_lease),
         ("--epochs", args.epochs),
         ("--imgsz", args.imgsz),
     ):
@@ -373,6 +383,8 @@ def bootstrap(settings: Settings) -> None:
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     """Bootstrap, then run every process until Ctrl-C."""
+    if args.cluster:
+        return _up_cluster(args, settings)
     bootstrap(settings)
     check_bind(settings.api_host, settings)
     env = {**os.environ, **settings.process_env()}
@@ -395,7 +407,63 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         "Watch the loop turn: `make simulate` in another terminal.\n"
         f"  data       {settings.data_dir}\nCtrl-C stops everything.\n\n"
     )
-    return supervisor.run_all(commands, env, started=lambda: sys.stdout.write(banner))
+    return supervisor.run_all(commands, env, started=lambda _: sys.stdout.write(banner))
+
+
+def _replicas(text: str) -> int:
+    """`--cluster N`: how many API replicas, 1 to 16."""
+    if not text.isdigit() or not 1 <= int(text) <= 16:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of API replicas, 1 to 16, got {text!r}"
+        )
+    return int(text)
+
+
+def _up_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    """`up --cluster N`: PostgreSQL, an object store, N API replicas, two workers and the
+    dashboard on one machine, each process with its own data dir (`pipelines.ops.cluster`)."""
+    from pipelines.ops.cluster import ClusterLayout
+
+    check_bind(settings.api_host, settings)
+    layout = ClusterLayout.from_settings(
+        settings, args.cluster, pg_port=args.pg_port, s3_port=args.s3_port
+    )
+    pg, s3 = layout.start_services()
+    try:
+        os.environ.update(layout.node_env("bootstrap"))
+        get_settings.cache_clear()
+        bootstrap(get_settings())
+        procs = layout.processes()
+        return supervisor.run_all(
+            {name: [sys.executable, "-m", *argv] for name, (argv, _) in procs.items()},
+            dict(os.environ),
+            env_of={name: env for name, (_, env) in procs.items()},
+            restart=True,
+            started=lambda running: sys.stdout.write(
+                layout.banner(_active_worker(layout, running)) + "Ctrl-C stops everything.\n\n"
+            ),
+        )
+    finally:
+        s3.stop()
+        pg.stop()
+
+
+def _active_worker(layout: Any, running: Mapping[str, subprocess.Popen[bytes]]) -> str | None:
+    """Which of a local cluster's workers took the `worker` lease (waits for it a little)."""
+    from pipelines.store.leases import Lease
+
+    lease = Lease(layout.shared_env()["DRIFTLAB_CATALOG_URI"], "worker", "up", 1.0)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            current = lease.current()
+            if current is not None:
+                pid = int(current["holder"].split(":")[1])
+                return next((name for name, proc in running.items() if proc.pid == pid), None)
+            time.sleep(0.5)
+        return None
+    finally:
+        lease.close()
 
 
 def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:
@@ -407,7 +475,9 @@ def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:
         + f"  config     {settings.relative(rendered.folder)}\nCtrl-C stops them.\n\n"
     )
     return supervisor.run_all(
-        observe.commands(settings, rendered), os.environ, started=lambda: sys.stdout.write(banner)
+        observe.commands(settings, rendered),
+        os.environ,
+        started=lambda _: sys.stdout.write(banner),
     )
 
 
@@ -437,6 +507,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--observe", action="store_true", help="also Prometheus and Alertmanager (driftlab observe)"
+    )
+    p.add_argument(
+        "--cluster",
+        type=_replicas,
+        metavar="N",
+        default=0,
+        help="the layout for several machines, on this one: PostgreSQL, an S3 server, N API "
+        "replicas from the API port on, two workers (one standing by) and the dashboard",
+    )
+    p.add_argument(
+        "--pg-port", type=int, default=54329, help="with --cluster: PostgreSQL's port (54329)"
+    )
+    p.add_argument(
+        "--s3-port", type=int, default=9000, help="with --cluster: the S3 server's port (9000)"
     )
     p.set_defaults(func=cmd_up)
 
@@ -506,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="fine-tuning epochs (--vision)")
     p.add_argument("--imgsz", type=int, help="input side in pixels (--vision)")
     p.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # inherited from `trigger`
+    p.add_argument("--lock-lease", help=argparse.SUPPRESS)  # the lease `trigger` took
     p.set_defaults(func=cmd_retrain)
 
     p = sub.add_parser(

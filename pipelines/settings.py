@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -42,15 +42,47 @@ class Settings(BaseSettings):
     )
     data_path: str = Field(
         "",
-        description="Folder of the lake's Parquet files. The default, `<data_dir>/lake/files/`, "
-        "follows the data dir when it is moved. An object-store URL would need DuckDB's httpfs "
-        "extension, which driftlab does not install.",
+        description="Where the lake's Parquet files go: a folder (default "
+        "`<data_dir>/lake/files/`, which follows the data dir when it is moved) or an "
+        "`s3://bucket/prefix/` URL on "
+        "S3-compatible object storage (see the `DRIFTLAB_S3_*` settings).",
     )
     mlflow_uri: str = Field(
         "",
         description="MLflow tracking and registry URI: default "
-        "`sqlite:///<data_dir>/mlflow/mlflow.db` with artifacts under "
-        "`<data_dir>/mlflow/artifacts`; an `http://` URL uses an MLflow server.",
+        "`sqlite:///<data_dir>/mlflow/mlflow.db`; `postgresql://user@host:port/db` for a "
+        "registry shared by several machines; an `http://` URL uses an MLflow server.",
+    )
+    mlflow_artifacts: str = Field(
+        "",
+        description="Where new MLflow runs keep their artifacts (models, ONNX exports): default "
+        "`<data_dir>/mlflow/artifacts`, or an `s3://bucket/prefix` URL that every machine "
+        "reaches. Fixed when the registry's experiment is created.",
+    )
+    s3_endpoint: str = Field(
+        "",
+        description="Host and port of an S3-compatible server (MinIO, Ceph, moto), such as "
+        "`minio:9000`; empty for AWS S3. Used by the lake's files and MLflow's artifacts.",
+    )
+    s3_key_id: str = Field("", description="Access key id for object storage.")
+    s3_secret: SecretStr = Field(
+        SecretStr(""), description="Secret access key for object storage (never shown)."
+    )
+    s3_region: str = Field("us-east-1", description="Region of the object storage.")
+    s3_url_style: Literal["vhost", "path"] = Field(
+        "vhost",
+        description="`vhost` (bucket in the host name, AWS's default) or `path` (MinIO, moto).",
+    )
+    s3_use_ssl: bool = Field(
+        True, description="Talk HTTPS to the object storage (false for a local MinIO or moto)."
+    )
+    lease_interval: float = Field(
+        10.0,
+        gt=0,
+        description="With a PostgreSQL catalog: the worker lease lasts 1.5 intervals and is "
+        "renewed every half interval, so exactly one worker acts and a standby takes over "
+        "within two intervals of the active one dying; a retrain's lease is renewed every "
+        "interval and lasts six. Unused on the embedded SQLite catalog (one machine).",
     )
     model_name: str = Field(
         "driftlab-tabular",
@@ -438,6 +470,8 @@ class Settings(BaseSettings):
             self._data_path_follows_data_dir = True
         if not self.mlflow_uri:
             self.mlflow_uri = f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+        if not self.mlflow_artifacts:
+            self.mlflow_artifacts = str(self.data_dir / "mlflow" / "artifacts")
         if self.uncertainty_low >= self.uncertainty_high:
             raise ValueError("uncertainty_low must be below uncertainty_high")
         return self
@@ -472,8 +506,10 @@ class Settings(BaseSettings):
         return self.data_dir / "logs"
 
     @property
-    def mlflow_artifacts_dir(self) -> Path:
-        return self.data_dir / "mlflow" / "artifacts"
+    def shared_catalog(self) -> bool:
+        """Whether the catalog is PostgreSQL, shared by processes on several machines (then
+        commits, the worker and retrains take turns through it, not through local files)."""
+        return self.catalog_uri.startswith("postgres:")
 
     @property
     def images_dir(self) -> Path:
@@ -492,10 +528,11 @@ class Settings(BaseSettings):
 
         Also switches off telemetry and downloads for MLflow and Ultralytics.
         """
-        return {
+        env = {
             "DRIFTLAB_DATA_DIR": str(self.data_dir),
             "DRIFTLAB_CATALOG_URI": self.catalog_uri,
             "DRIFTLAB_MLFLOW_URI": self.mlflow_uri,
+            "DRIFTLAB_MLFLOW_ARTIFACTS": self.mlflow_artifacts,
             "DRIFTLAB_MODEL_NAME": self.model_name,
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "1",
@@ -504,6 +541,18 @@ class Settings(BaseSettings):
             "YOLO_CONFIG_DIR": str(self.yolo_config_dir),
             "DRIFTLAB_VISION_MODEL_NAME": self.vision_model_name,
         }
+        if not self.data_path_follows_data_dir:
+            env["DRIFTLAB_DATA_PATH"] = self.data_path
+        if self.s3_endpoint or self.s3_key_id:
+            env |= {
+                "DRIFTLAB_S3_ENDPOINT": self.s3_endpoint,
+                "DRIFTLAB_S3_KEY_ID": self.s3_key_id,
+                "DRIFTLAB_S3_SECRET": self.s3_secret.get_secret_value(),
+                "DRIFTLAB_S3_REGION": self.s3_region,
+                "DRIFTLAB_S3_URL_STYLE": self.s3_url_style,
+                "DRIFTLAB_S3_USE_SSL": str(self.s3_use_ssl).lower(),
+            }
+        return env
 
     def relative(self, path: str | Path | None) -> str | None:
         """`path` relative to the data dir when it lies inside it, as the store records and

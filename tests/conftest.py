@@ -6,11 +6,15 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pipelines.settings import Settings, get_settings
 from tests.helpers import ApiServer
+
+if TYPE_CHECKING:
+    from pipelines.ops.cluster import ClusterLayout
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -89,3 +93,27 @@ def api_server(trained_copy: Path) -> Iterator[ApiServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterLayout]:
+    """A real PostgreSQL and S3 server (the layout of `driftlab up --cluster 2`), on free ports,
+    with the lake's and the registry's databases and the bucket made; stopped afterwards."""
+    from pipelines.ops.cluster import ClusterLayout
+
+    layout = ClusterLayout.on_free_ports(tmp_path / "cluster")
+    pg, s3 = layout.start_services()
+    try:
+        yield layout
+    finally:
+        s3.stop()
+        pg.stop()
+
+
+def cluster_settings(layout: ClusterLayout, node: str, **overrides: object) -> Settings:
+    """Settings of one process of a test cluster: the shared lake and registry, its own
+    data dir (`<cluster>/<node>`)."""
+    fields = {
+        key.removeprefix("DRIFTLAB_").lower(): value for key, value in layout.node_env(node).items()
+    }
+    return Settings(_env_file=None, **{**fields, **overrides})  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import StateDep
+from pipelines.store.postgres import redact
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +20,7 @@ def health(state: StateDep) -> dict[str, Any]:
         store["snapshot_id"] = state.store.snapshot_id()
         store["status"] = "ok"
     except Exception as exc:
-        store["status"], store["error"] = "error", str(exc)
+        store["status"], store["error"] = "error", redact(str(exc))
     model = state.models.model
     return {
         "status": "ok" if store["status"] == "ok" and model is not None else "degraded",
@@ -28,11 +29,11 @@ def health(state: StateDep) -> dict[str, Any]:
         "model": None
         if model is None
         else {"name": model.name, "version": model.version, "runtime": model.runtime},
-        "model_error": state.models.last_error,
+        "model_error": redact(state.models.last_error),
         "prediction_log": {
             "flushed_rows": state.log.flushed_rows,
             "pending_rows": state.log.pending_rows,  # acknowledged, not yet in the lake
-            "last_error": state.log.last_error,
+            "last_error": redact(state.log.last_error),
         },
         "rollout": _rollout(state),
         "batching": {"requests": state.batcher.requests, "model_calls": state.batcher.batches},
@@ -53,12 +54,12 @@ def _rollout(state: StateDep) -> dict[str, Any] | None:
         "mode": live.mode if live else None,
         "share": live.share if live else None,
         "challenger_version": live.model.version if live else None,
-        "error": state.serving.rollouts.last_error,
+        "error": redact(state.serving.rollouts.last_error),
         "shadow_log": {
             "answered_rows": shadow_log.answered,
             "failed_calls": shadow_log.failed,
             "flushed_rows": shadow_log.flushed_rows,
             "pending_rows": shadow_log.pending_rows,
-            "last_error": shadow_log.last_error,
+            "last_error": redact(shadow_log.last_error),
         },
     }

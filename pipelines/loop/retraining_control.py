@@ -1,9 +1,10 @@
 """Starting and following retraining runs: one at a time across processes, in the background.
 
 `trigger` starts `driftlab retrain` (or, for the vision model, `pipelines.vision.retrain`) as a
-child process and returns at once; the API, the worker and the dashboard all call it. A file
-lock under `data/runs/` keeps it to one run at a time across processes, whichever model: the
-lock is taken here and handed to the child, which holds it until it exits. `status` and
+child process and returns at once; the API, the worker and the dashboard all call it. A lock
+keeps it to one run at a time across processes, whichever model: a file lock under `data/runs/`
+on one machine, the `retrain` lease (`pipelines.store.leases`) on a shared PostgreSQL catalog.
+The lock is taken here and handed to the child, which holds it until it exits. `status` and
 `history` read the runs back from their `retraining_events` rows.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 
 from pipelines.settings import Settings
 from pipelines.store import Store, new_id, utcnow
+from pipelines.store.leases import Lease, LeaseKeeper, new_holder
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,13 @@ def last_retrain_at(settings: Settings, store: Store, *, vision: bool = False) -
 
 
 def is_running(settings: Settings) -> bool:
-    """Whether some process holds the retrain lock right now."""
+    """Whether some process (on a shared catalog: on any machine) holds the retrain lock."""
+    if settings.shared_catalog:
+        lease = _retrain_lease(settings, holder="probe")
+        try:
+            return lease.current() is not None
+        finally:
+            lease.close()
     try:
         with lock(settings):
             return False
@@ -60,15 +68,86 @@ def is_running(settings: Settings) -> bool:
         return True
 
 
-def acquire(settings: Settings) -> int:
-    """Take the retrain lock; returns its file descriptor (closing it releases the lock).
+class HeldLock:
+    """The retrain lock, held by this process; `handoff` passes it to the run's child."""
 
-    An `flock` belongs to the open file, not the process: a child that inherits the
-    descriptor holds the lock until it exits, which is how `trigger` hands it to the run.
+    def handoff(self) -> tuple[list[str], tuple[int, ...]]:
+        """Arguments and file descriptors that give the lock to a child process."""
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        """Drop this process's hold after a handoff: the child holds the lock from now on."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+
+class FileLock(HeldLock):
+    """An `flock` under `data/runs/` (one machine). It belongs to the open file, not the
+    process: a child that inherits the descriptor holds the lock until it exits."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def handoff(self) -> tuple[list[str], tuple[int, ...]]:
+        return ["--lock-fd", str(self.fd)], (self.fd,)
+
+    def detach(self) -> None:
+        os.close(self.fd)  # the child's copy keeps the lock
+
+    def release(self) -> None:
+        os.close(self.fd)  # releases the lock, also when the process dies
+
+
+class LeaseLock(HeldLock):
+    """The `retrain` lease in the PostgreSQL catalog (several machines). The holder renews it
+    while the run lasts; a run killed outright loses it `RETRAIN_LEASE_INTERVALS` renewal
+    intervals later. The child adopts the same holder name and renews it from then on."""
+
+    def __init__(self, settings: Settings, holder: str) -> None:
+        self.keeper = LeaseKeeper(_retrain_lease(settings, holder=holder), settings.lease_interval)
+
+    def handoff(self) -> tuple[list[str], tuple[int, ...]]:
+        return [f"--lock-lease={self.keeper.lease.holder}"], ()
+
+    def detach(self) -> None:
+        self.keeper.release_on_stop = False
+        self.keeper.stop()
+
+    def release(self) -> None:
+        self.keeper.stop()
+
+
+RETRAIN_LEASE_INTERVALS = 6
+"""A retrain's lease outlives its last renewal by this many `lease_interval`s: long enough for
+the child to start and adopt it, short enough that a killed run frees the lock within a minute
+(at the default 10 s)."""
+
+
+def _retrain_lease(settings: Settings, *, holder: str) -> Lease:
+    return Lease(
+        settings.catalog_uri,
+        "retrain",
+        holder,
+        ttl_s=RETRAIN_LEASE_INTERVALS * settings.lease_interval,
+    )
+
+
+def acquire(settings: Settings) -> HeldLock:
+    """Take the retrain lock: a file lock on one machine, the `retrain` lease in PostgreSQL
+    when the catalog is shared.
 
     Raises:
         RetrainBusy: Another run holds it.
     """
+    if settings.shared_catalog:
+        held = LeaseLock(settings, new_holder("retrain"))
+        if held.keeper.attempt():
+            held.keeper.start()
+            return held
+        held.keeper.stop()
+        raise RetrainBusy("a retraining run is already in progress")
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(settings.runs_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -76,16 +155,33 @@ def acquire(settings: Settings) -> int:
     except BlockingIOError:
         os.close(fd)
         raise RetrainBusy("a retraining run is already in progress") from None
-    return fd
+    return FileLock(fd)
+
+
+def adopt(settings: Settings, *, fd: int | None, lease: str | None) -> HeldLock | None:
+    """The lock `trigger` handed to this process (`--lock-fd` or `--lock-lease`), if any.
+
+    Raises:
+        RetrainBusy: The handed lease expired before this process could renew it.
+    """
+    if fd is not None:
+        return FileLock(fd)
+    if lease is None:
+        return None
+    held = LeaseLock(settings, lease)
+    if not held.keeper.attempt():
+        raise RetrainBusy("the retrain lease expired before the run started")
+    held.keeper.start()
+    return held
 
 
 @contextlib.contextmanager
 def lock(settings: Settings) -> Iterator[None]:
-    fd = acquire(settings)
+    held = acquire(settings)
     try:
         yield
     finally:
-        os.close(fd)  # releases the lock, also when the process dies
+        held.release()
 
 
 def trigger(
@@ -106,7 +202,8 @@ def trigger(
     Raises:
         RetrainBusy: A run is in progress.
     """
-    fd = acquire(settings)  # held from here to the end of the run, by the child
+    held = acquire(settings)  # held from here to the end of the run, by the child
+    handed = False
     try:
         event_id = new_id()
         store.add_retraining_event(
@@ -132,8 +229,7 @@ def trigger(
             f"--trigger={trigger}",
             f"--who={who}",
             f"--reasons={json.dumps(reasons or [])}",
-            "--lock-fd",
-            str(fd),
+            *held.handoff()[0],
         ]
         with open(log_path, "ab") as log:
             subprocess.Popen(
@@ -142,12 +238,16 @@ def trigger(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                pass_fds=(fd,),
+                pass_fds=held.handoff()[1],
                 start_new_session=True,  # survives the API's restart and its Ctrl-C
                 cwd=Path(__file__).resolve().parents[2],
             )
+        handed = True
     finally:
-        os.close(fd)  # the child's copy keeps the lock
+        if handed:
+            held.detach()  # the child holds it now
+        else:
+            held.release()
     logger.info("retrain %s started (%s by %s): %s", event_id, trigger, who, reasons)
     return {"event_id": event_id, "status": "queued", "log": settings.relative(log_path)}
 

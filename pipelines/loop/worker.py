@@ -13,6 +13,11 @@
   (`pipelines.loop.rollouts`).
 
 It only reads the predictions table and writes small batches, so it never slows the API.
+
+On a shared (PostgreSQL) catalog any number of workers may run, on any hosts: they contend for
+the `worker` lease (`pipelines.store.leases`), and only its holder acts; the others stand by
+and take over within two `lease_interval`s of its death. A worker that loses the lease stops
+acting before the next job. On the embedded SQLite catalog a worker always acts.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pipelines.models.registry import CHAMPION, Registry, kept_snapshots
 from pipelines.schema import SchemaError
 from pipelines.settings import Settings
 from pipelines.store import Store, utcnow
+from pipelines.store.leases import Lease, LeaseKeeper, new_holder
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,7 @@ class Worker:
     last_compact: float = field(default_factory=time.monotonic)
     last_queue_scan: dt.datetime | None = None
     vision_registry: Registry = field(init=False)
+    lease: LeaseKeeper | None = None  # set by `run` on a shared catalog
 
     def __post_init__(self) -> None:
         self.monitor = Monitor(self.settings, self.store, self.registry)
@@ -57,10 +64,27 @@ class Worker:
         registry = Registry.from_settings(settings)
         return cls(settings, store, registry)
 
+    @staticmethod
+    def keeper(settings: Settings) -> LeaseKeeper:
+        """This process's claim on the `worker` lease (not started): valid for 1.5 intervals,
+        tried every half interval, so a standby takes over within two."""
+        lease = Lease(
+            settings.catalog_uri, "worker", new_holder("worker"), 1.5 * settings.lease_interval
+        )
+        return LeaseKeeper(lease, settings.lease_interval / 2)
+
+    @property
+    def acting(self) -> bool:
+        """Whether this worker may act now: always on one machine; on a shared catalog, only
+        while it holds the `worker` lease."""
+        return self.lease is None or self.lease.active
+
     def tick(self) -> dict[str, Any]:
         """One round of every job (compaction only when due); returns what it did (also
-        logged)."""
+        logged). A worker that loses its lease mid-round stops before the next job."""
         did: dict[str, Any] = {"queue": self.refresh_queue(), "rollout": self.judge_rollout()}
+        if not self.acting:
+            return {**did, "stopped": "lost the worker lease"}
         new = self.store.predictions_since(self.last_check_at)
         if new >= self.settings.min_samples:
             try:
@@ -74,10 +98,12 @@ class Worker:
                 "skipped": f"{new} new predictions, fewer than {self.settings.min_samples}"
             }
         did["vision_drift"] = self.vision_check()
+        if not self.acting:
+            return {**did, "stopped": "lost the worker lease"}
         if self.settings.retrain_auto:
             did["retrain"] = self.maybe_retrain()
             did["vision_retrain"] = self.maybe_retrain(vision=True)
-        if time.monotonic() - self.last_compact >= self.settings.compact_interval:
+        if self.acting and time.monotonic() - self.last_compact >= self.settings.compact_interval:
             did["compact"] = self.store.compact(kept_snapshots(self.settings))
             self.last_compact = time.monotonic()
         logger.info("worker tick: %s", {k: _short(v) for k, v in did.items()})
@@ -106,6 +132,8 @@ class Worker:
         return result
 
     def refresh_queue(self) -> dict[str, Any]:
+        if not self.acting:
+            return {"skipped": "standby"}
         now = utcnow()
         policy = QueuePolicy.from_settings(self.settings)
         enqueued = labeling_queue.refresh(
@@ -116,6 +144,8 @@ class Worker:
 
     def judge_rollout(self) -> dict[str, Any]:
         """The running rollout's live test, acted on (`rollouts.evaluate`)."""
+        if not self.acting:
+            return {"skipped": "standby"}
         try:
             return rollouts.evaluate(self.settings, self.store, self.registry)
         except Exception as exc:  # the rest of the loop goes on; the next round retries
@@ -128,6 +158,8 @@ class Worker:
         fine-tune or gate before (`driftlab train --vision` bootstraps one). The tabular
         model goes first in a tick; when it started a run, the shared lock makes the vision
         verdict say "already running" and the vision run waits for a later tick."""
+        if not self.acting:
+            return {"started": False, "skipped": "standby"}
         if vision and self.vision_registry.alias_version(CHAMPION) is None:
             return {"started": False, "skipped": "no vision champion"}
         verdict = retraining_conditions.check(
@@ -160,8 +192,31 @@ class Worker:
             s.window_size,
             s.min_samples,
         )
+        if s.shared_catalog:
+            self.lease = self.keeper(s).start()
+            logger.info(
+                "worker %s: %s",
+                self.lease.lease.holder,
+                "active" if self.acting else "standing by",
+            )
+        try:
+            self._schedule(stop)
+        finally:
+            if self.lease is not None:
+                self.lease.stop()  # releases it: a standby takes over at its next try
+
+    def _schedule(self, stop: threading.Event) -> None:
+        s = self.settings
         next_check = time.monotonic()
+        was_acting = self.acting
         while not stop.is_set():
+            if self.acting != was_acting:
+                was_acting = self.acting
+                logger.warning("worker now %s", "active" if was_acting else "standing by")
+                next_check = time.monotonic()  # a new holder starts with a full round
+            if not was_acting:
+                stop.wait(s.lease_interval / 4)
+                continue
             try:
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + s.check_interval

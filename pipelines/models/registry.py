@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +19,7 @@ from typing import Any
 
 from pipelines.serving.forest import CompiledForest
 from pipelines.settings import Settings
+from pipelines.store.object_storage import ObjectStorage, is_object_store
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,15 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 # A vision version's serving folder: metadata, PyTorch weights, ONNX export.
 VISION_META, VISION_WEIGHTS, VISION_ONNX = "vision.json", "best.pt", "model.onnx"
 VISION_ONNX_INT8 = "model-int8.onnx"  # served instead of VISION_ONNX when registered
+
+
+def sqlalchemy_uri(tracking_uri: str) -> str:
+    """A `postgresql://` tracking URI with the driver driftlab installs (psycopg 3); SQLAlchemy
+    would otherwise look for psycopg2."""
+    for scheme in ("postgresql://", "postgres://"):
+        if tracking_uri.startswith(scheme):
+            return "postgresql+psycopg://" + tracking_uri.removeprefix(scheme)
+    return tracking_uri
 
 
 def quiet_mlflow_env() -> None:
@@ -54,18 +65,26 @@ class VersionInfo:
 class Registry:
     """MLflow tracking + registry for one model name."""
 
-    def __init__(self, tracking_uri: str, model_name: str, artifacts_dir: Path | None = None):
+    def __init__(self, tracking_uri: str, model_name: str, artifacts: str | None = None):
+        """`artifacts`: a folder or an object-store URL for new runs' artifacts (None: MLflow's
+        default, `./mlruns`)."""
         quiet_mlflow_env()
-        self.tracking_uri = tracking_uri
+        self.tracking_uri = sqlalchemy_uri(tracking_uri)
         self.model_name = model_name
-        self.artifacts_dir = artifacts_dir
+        self.artifacts = artifacts
         if tracking_uri.startswith("sqlite:///"):
             Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
-        """The registry the settings point at (tracking URI, model name, artifact folder)."""
-        return cls(settings.mlflow_uri, settings.model_name, settings.mlflow_artifacts_dir)
+        """The registry the settings point at (tracking URI, model name, artifact location)."""
+        return cls._for(settings, settings.model_name)
+
+    @classmethod
+    def _for(cls, settings: Settings, model_name: str) -> Registry:
+        if is_object_store(settings.mlflow_artifacts) or settings.s3_key_id:
+            ObjectStorage.from_settings(settings).export_for_boto()  # MLflow's S3 store reads it
+        return cls(settings.mlflow_uri, model_name, settings.mlflow_artifacts)
 
     @cached_property
     def client(self) -> Any:
@@ -77,7 +96,9 @@ class Registry:
         exp = self.client.get_experiment_by_name(EXPERIMENT)
         if exp is not None:
             return str(exp.experiment_id)
-        location = self.artifacts_dir.resolve().as_uri() if self.artifacts_dir else None
+        location = self.artifacts
+        if location is not None and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:", location):
+            location = Path(location).resolve().as_uri()  # a folder; URIs (s3:, …) as they are
         try:
             return str(self.client.create_experiment(EXPERIMENT, artifact_location=location))
         except Exception:  # another process created it first
@@ -215,7 +236,7 @@ class Registry:
     @classmethod
     def vision_from_settings(cls, settings: Settings) -> Registry:
         """The registry of the vision model (`vision_model_name`), same tracking store."""
-        return cls(settings.mlflow_uri, settings.vision_model_name, settings.mlflow_artifacts_dir)
+        return cls._for(settings, settings.vision_model_name)
 
     def log_vision_model(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
 from pipelines.settings import Settings
@@ -40,6 +41,8 @@ def variable(name: str, field: FieldInfo) -> str:
 def default(field: FieldInfo) -> str:
     """A setting's default as a reader would type it; derived ones say so in their meaning."""
     value: Any = field.get_default(call_default_factory=True)
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
     if value in (None, "", []):
         return "unset"
     if isinstance(value, bool):

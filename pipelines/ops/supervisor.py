@@ -25,6 +25,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 ENV = "DRIFTLAB_SUPERVISOR_PID"
+RESTART_AFTER_S = 10.0
+"""With `run_all(restart=True)`: a child that dies sooner after its start cannot start (a port in
+use, a bad setting), and everything stops rather than retrying it forever."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -51,14 +54,25 @@ def run_all(
     commands: Mapping[str, Sequence[str]],
     env: Mapping[str, str],
     *,
-    started: Callable[[], Any] = lambda: None,
+    started: Callable[[Mapping[str, subprocess.Popen[bytes]]], Any] = lambda procs: None,
+    env_of: Mapping[str, Mapping[str, str]] | None = None,
+    restart: bool = False,
 ) -> int:
     """Run every command as a child that follows this process, until Ctrl-C or SIGTERM, or
     until one of them exits (then the others are stopped too); returns 0, or 1 if a child
-    exited on its own. `started` is called once they are all started."""
+    exited on its own. `started` is given the processes once they are all started; `env_of` adds
+    variables to some commands' environment (by name). With `restart`, a child that exits is
+    started again instead (a local cluster, where a killed replica or worker comes back the
+    way a process manager would bring it back on its host)."""
     env = {**env, **children_env()}
-    procs = {name: subprocess.Popen(list(cmd), env=env) for name, cmd in commands.items()}
-    started()
+    env_of = env_of or {}
+
+    def launch(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(list(commands[name]), env={**env, **env_of.get(name, {})})
+
+    procs = {name: launch(name) for name in commands}
+    since = dict.fromkeys(procs, time.monotonic())
+    started(procs)
     sys.stdout.flush()
     stopping = False
 
@@ -71,10 +85,15 @@ def run_all(
     code = 0
     while not stopping:
         for name, proc in procs.items():
-            if proc.poll() is not None:
+            if proc.poll() is None:
+                continue
+            if restart and time.monotonic() - since[name] > RESTART_AFTER_S:
+                logger.warning("%s exited with code %s; starting it again", name, proc.returncode)
+                procs[name], since[name] = launch(name), time.monotonic()
+            else:
                 logger.error("%s exited with code %s; stopping everything", name, proc.returncode)
                 stopping, code = True, 1
-        time.sleep(0.5)
+        time.sleep(1.0 if restart else 0.5)
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)

@@ -9,12 +9,18 @@ retry), so a writer that finds a commit running waits; here, while it waits, it 
 rows, and the first waiter to get the turn commits everything queued in one transaction
 (the leader/follower scheme of database group commit). A lone writer commits at once, alone:
 nothing waits for a timer.
+
+The leader takes the lake's commit lock (`turn`) *before* it gathers the queue: while it waits
+for another process's commit (another API replica's, on a shared catalog), this process's
+writers keep joining its batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -36,8 +42,13 @@ class GroupCommit(Generic[T, R]):
     of threads; every `submit` returns the result of the commit that carried its item (or
     raises its error). `commit` must write all the items or none of them."""
 
-    def __init__(self, commit: Callable[[list[T]], R]) -> None:
+    def __init__(
+        self,
+        commit: Callable[[list[T]], R],
+        turn: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
         self._commit = commit
+        self._outer_turn = turn  # the processes' turn (the lake's commit lock)
         self._queue: list[_Slot[T, R]] = []
         self._queue_lock = threading.Lock()
         self._turn = threading.Lock()  # one commit at a time
@@ -50,9 +61,10 @@ class GroupCommit(Generic[T, R]):
             self._queue.append(slot)
         with self._turn:
             if not slot.done:  # nobody took it while this thread waited: lead the next commit
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._run(batch)
+                with self._outer_turn():
+                    with self._queue_lock:
+                        batch, self._queue = self._queue, []
+                    self._run(batch)
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]

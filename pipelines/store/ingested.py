@@ -40,7 +40,9 @@ class IngestedRows(StoreCore):
     def __init__(self, lake: Lake) -> None:
         super().__init__(lake)
         # Batches ingested by several threads at once share commits (see `group`).
-        self.ingest_group: GroupCommit[pa.Table, int] = GroupCommit(self._commit_ingested)
+        self.ingest_group: GroupCommit[pa.Table, int] = GroupCommit(
+            self._commit_ingested, turn=self.lake.commit_lock
+        )
 
     def fix_dataset_schema(self, schema: FeatureSchema) -> FeatureSchema:
         """Record `schema` as the dataset's unless another process got there first.

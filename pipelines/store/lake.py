@@ -8,7 +8,6 @@ commits ACID snapshots concurrently. A commit that loses a race is retried with 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import logging
 import os
@@ -23,6 +22,8 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
+from pipelines.store.commit_lock import AdvisoryCommitLock, CommitLock, FileCommitLock
+from pipelines.store.object_storage import ObjectStorage, is_object_store
 from pipelines.store.sql import string_literal
 
 logger = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class Lake:
             core). On two cores a second thread mostly adds CPU to a write of a few 10k rows
             (`python -m benchmarks --only store`): one thread leaves the other core to a
             server's requests.
+        object_storage: credentials and endpoint for a `data_path` on object storage.
     """
 
     def __init__(
@@ -138,6 +140,7 @@ class Lake:
         override_data_path: bool = False,
         busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
         threads: int | None = None,
+        object_storage: ObjectStorage | None = None,
     ) -> None:
         self.catalog_uri = catalog_uri
         self.data_path = data_path
@@ -169,15 +172,23 @@ class Lake:
             # connection per thread, each with the extension's 5 s busy timeout instead of ours
             # (see `SQLITE_BUSY_TIMEOUT_MS`). GLOBAL: each thread's cursor is its own connection.
             self._con.execute("SET GLOBAL sqlite_disable_multithreaded_scans = true")
-        # A SQLite catalog is one file on one machine: writers of all processes take turns on
-        # an OS file lock (queued in the kernel) rather than polling SQLite's busy lock, which
-        # under load lets one process starve for seconds. A PostgreSQL catalog needs no help.
-        self._write_lock_path: Path | None = None
+        if is_object_store(data_path):
+            self._con.execute(f"INSTALL {string_literal(str(extension_file('httpfs')))}")
+            self._con.execute("LOAD httpfs")
+            if object_storage is not None:
+                self._con.execute(object_storage.duckdb_secret_sql())
+        # Writers take turns (`pipelines.store.commit_lock`): on a SQLite catalog, an OS file
+        # lock, queued in the kernel rather than polling SQLite's busy lock, which under load
+        # lets one process starve for seconds; on PostgreSQL, an advisory lock in the catalog.
+        self._commit_lock: CommitLock | None = None
         if backend == "sqlite":
             catalog = Path(catalog_uri.split(":", 1)[1])
             catalog.parent.mkdir(parents=True, exist_ok=True)
-            self._write_lock_path = catalog.with_name(catalog.name + ".writelock")
+            if not read_only:
+                self._commit_lock = FileCommitLock(catalog.with_name(catalog.name + ".writelock"))
             self._prepare_catalog(catalog, data_path if override_data_path else None)
+        elif not read_only:
+            self._commit_lock = AdvisoryCommitLock(catalog_uri)
         if "://" not in data_path:
             Path(data_path).mkdir(parents=True, exist_ok=True)
         options = [
@@ -277,6 +288,8 @@ class Lake:
 
     def close(self) -> None:
         self._con.close()
+        if self._commit_lock is not None:
+            self._commit_lock.close()
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -338,7 +351,7 @@ class Lake:
         cur = self.cursor()
 
         def attempt() -> T:
-            with self.machine_write_lock():
+            with self.commit_lock():
                 return transaction()
 
         def transaction() -> T:
@@ -357,18 +370,19 @@ class Lake:
         return self._retry(attempt, what=what)
 
     @contextlib.contextmanager
-    def machine_write_lock(self) -> Iterator[None]:
-        """Held by every write of this machine's processes to a SQLite catalog (a no-op on
-        PostgreSQL): writes take turns in the kernel's queue, not SQLite's busy polling."""
-        if self._write_lock_path is None:
+    def commit_lock(self) -> Iterator[None]:
+        """Held around every write: writers of all processes (and, on PostgreSQL, of all
+        machines) take turns (`pipelines.store.commit_lock`). Reentrant in a thread: a group
+        commit takes it before it gathers its batch, then writes (`pipelines.store.group`)."""
+        if self._commit_lock is None or getattr(self._local, "holds_commit_lock", False):
             yield
             return
-        fd = os.open(self._write_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+        with self._commit_lock.held():
+            self._local.holds_commit_lock = True
+            try:
+                yield
+            finally:
+                self._local.holds_commit_lock = False
 
     @staticmethod
     def _retry(fn: Callable[[], T], *, what: str, attempts: int = 30) -> T:

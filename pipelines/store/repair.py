@@ -84,7 +84,7 @@ def _rewrite(lake: Lake, table: str, inlined: str, schema: FeatureSchema) -> tup
         if cast_text(values) != text:
             fixes[row_id] = values
     if fixes:
-        with lake.machine_write_lock():
+        with lake.commit_lock():
             lake.cursor().executemany(
                 f"UPDATE {name} SET features = ? WHERE row_id = ?",
                 [[cast_text(values), row_id] for row_id, values in fixes.items()],

@@ -32,6 +32,7 @@ from pipelines.store.images import Images
 from pipelines.store.ingested import IngestedRows
 from pipelines.store.labeling_queue import LabelingQueue
 from pipelines.store.lake import Lake
+from pipelines.store.object_storage import ObjectStorage
 from pipelines.store.predictions import Predictions
 from pipelines.store.rollouts import Rollouts
 from pipelines.store.tables import FEATURE_TABLES, TABLES, table_columns
@@ -66,6 +67,7 @@ class Store(
             inlining_row_limit=settings.inlining_row_limit,
             override_data_path=settings.data_path_follows_data_dir,
             threads=threads,
+            object_storage=ObjectStorage.from_settings(settings),
         )
         store = cls(lake)
         if not read_only:

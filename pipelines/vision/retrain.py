@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.loop import retraining_runs
+from pipelines.loop import retraining_control, retraining_runs
 from pipelines.loop.promotion_gate import FIXED, RECENT
 from pipelines.loop.retraining_policy import RetrainPolicy
 from pipelines.models.registry import CHALLENGER, CHAMPION, Registry
@@ -529,12 +529,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--who", default="cli")
     parser.add_argument("--reasons", default="[]", help="JSON list of reasons")
     parser.add_argument("--lock-fd", type=int, default=None, help="a retrain lock already held")
+    parser.add_argument("--lock-lease", default=None, help="a retrain lease already held")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--imgsz", type=int, default=None)
     parser.add_argument("--no-promote", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = get_settings()
+    held = retraining_control.adopt(settings, fd=args.lock_fd, lease=args.lock_lease)
     store = Store.open(settings)
     try:
         final = run(
@@ -547,11 +549,11 @@ def main(argv: list[str] | None = None) -> int:
             epochs=args.epochs,
             imgsz=args.imgsz,
             promote=not args.no_promote,
-            hold_lock=args.lock_fd is None,
+            hold_lock=held is None,
         )
     finally:
-        if args.lock_fd is not None:
-            os.close(args.lock_fd)
+        if held is not None:
+            held.release()
         store.close()
     sys.stdout.write(json.dumps(final, default=str, indent=1) + "\n")
     return 0

@@ -1,4 +1,5 @@
-"""Several processes write the lake at once while another reads: nothing is lost."""
+"""Several processes write the lake at once while another reads: nothing is lost, on the
+embedded SQLite catalog and on PostgreSQL with the files in S3."""
 
 from __future__ import annotations
 
@@ -8,17 +9,23 @@ from pathlib import Path
 import pytest
 
 from pipelines.loop.ingestion import ingest
+from pipelines.ops.cluster import ClusterLayout
+from pipelines.settings import Settings
 from pipelines.store import Store
-from tests.conftest import make_settings
+from tests.conftest import cluster_settings
 
 pytestmark = pytest.mark.slow
 
 WRITERS, COMMITS, ROWS = 3, 50, 20
 
 
-def _writer(data_dir: str, worker: int, errors: mp.Queue) -> None:
+def _settings(fields: dict) -> Settings:
+    return Settings(_env_file=None, **fields)  # type: ignore[arg-type]
+
+
+def _writer(fields: dict, worker: int, errors: mp.Queue) -> None:
     try:
-        store = Store.open(make_settings(Path(data_dir)))
+        store = Store.open(_settings(fields))
         for i in range(COMMITS):
             ingest(
                 store,
@@ -30,9 +37,9 @@ def _writer(data_dir: str, worker: int, errors: mp.Queue) -> None:
         errors.put(f"writer {worker}: {exc!r}")
 
 
-def _reader(data_dir: str, stop: mp.Event, errors: mp.Queue, seen: mp.Queue) -> None:
+def _reader(fields: dict, stop: mp.Event, errors: mp.Queue, seen: mp.Queue) -> None:
     try:
-        store = Store.open(make_settings(Path(data_dir)), read_only=True)
+        store = Store.open(_settings(fields), read_only=True)
         last = 0
         while not stop.is_set():
             n = int(store.lake.scalar("SELECT count(*) FROM lake.ingested_rows"))
@@ -45,14 +52,25 @@ def _reader(data_dir: str, stop: mp.Event, errors: mp.Queue, seen: mp.Queue) -> 
         errors.put(f"reader: {exc!r}")
 
 
-def test_three_writers_and_a_reader(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    store = Store.open(make_settings(data))
+@pytest.fixture(params=["sqlite", "postgres+s3"])
+def lake_settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict:
+    """The settings' fields of a lake on one machine, or of one shared by several."""
+    if request.param == "sqlite":
+        return {"data_dir": tmp_path / "data"}
+    layout: ClusterLayout = request.getfixturevalue("cluster")
+    settings = cluster_settings(layout, "writers")
+    fields = {name: getattr(settings, name) for name in type(settings).model_fields}
+    return {**fields, "s3_secret": settings.s3_secret.get_secret_value()}
+
+
+def test_three_writers_and_a_reader(lake_settings: dict) -> None:
+    store = Store.open(_settings(lake_settings))
+    assert store.lake.catalog_uri.startswith(lake_settings.get("catalog_uri") or "sqlite:")
     ingest(store, features=[[0.0, 0.0, 0.0]], labels=[0], batch_id="schema")  # fixes the schema
     ctx = mp.get_context("spawn")
     errors, seen, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-    reader = ctx.Process(target=_reader, args=(str(data), stop, errors, seen))
-    writers = [ctx.Process(target=_writer, args=(str(data), w, errors)) for w in range(WRITERS)]
+    reader = ctx.Process(target=_reader, args=(lake_settings, stop, errors, seen))
+    writers = [ctx.Process(target=_writer, args=(lake_settings, w, errors)) for w in range(WRITERS)]
     reader.start()
     for p in writers:
         p.start()
@@ -76,3 +94,14 @@ def test_three_writers_and_a_reader(tmp_path: Path) -> None:
     assert counts == {str(w): COMMITS * ROWS for w in range(WRITERS)}
     batches = store.lake.scalar("SELECT count(DISTINCT batch_id) FROM lake.ingested_rows")
     assert batches == WRITERS * COMMITS + 1
+    # Compaction merges the many small files and deletes the replaced ones (in the bucket, too)
+    # without changing what a reader sees.
+    files_before = store.lake.scalar(
+        "SELECT count(*) FROM ducklake_list_files('lake', 'ingested_rows')"
+    )
+    store.compact(older_than_hours=0)
+    files_after = store.lake.scalar(
+        "SELECT count(*) FROM ducklake_list_files('lake', 'ingested_rows')"
+    )
+    assert files_after < files_before
+    assert store.lake.scalar("SELECT count(*) FROM lake.ingested_rows") == final
