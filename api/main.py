@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import duckdb
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -35,6 +37,10 @@ from pipelines.schema import BRIEF_CHARS
 from pipelines.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+
+STORE_UNREACHABLE = (duckdb.IOException, duckdb.ConnectionException, psycopg.OperationalError)
+"""Errors of a catalog or bucket that does not answer (PostgreSQL or S3 down, a network cut):
+503, not 500. A write that fails this way is rolled back whole."""
 
 SHOWN_ERRORS = 5
 """A 422 names this many of a request's problems (a list of 100k bad items has 100k)."""
@@ -97,6 +103,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        if isinstance(exc, STORE_UNREACHABLE):  # the client may retry; nothing was written
+            return JSONResponse(
+                {"detail": f"the store is unreachable ({type(exc).__name__}); retry later"},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     routers = (health, ingest, predict, feedback, models, inspection, metrics, monitoring)

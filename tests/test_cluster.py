@@ -285,9 +285,12 @@ def test_two_replicas_two_workers_survive_kill_9_and_turn_the_loop(
     store.close()
 
 
-def test_health_never_shows_the_catalog_password(cluster: ClusterLayout) -> None:
+def test_with_postgresql_down_health_masks_the_password_and_reads_answer_503(
+    cluster: ClusterLayout,
+) -> None:
     """DuckDB quotes the whole catalog connection string in its errors; `/health`, which
-    anyone may read, masks the password in it."""
+    anyone may read, masks the password in it. A route that needs the store says it is
+    unreachable (503, retry later), not that the server broke."""
     env = cluster.node_env("api-1")
     env["DRIFTLAB_CATALOG_URI"] += " password=hunter2"  # trust auth: accepted, unused
     server = ApiServer(cluster.root / "api-1", **env)
@@ -299,6 +302,10 @@ def test_health_never_shows_the_catalog_password(cluster: ClusterLayout) -> None
         assert r.json()["store"]["status"] == "error"
         assert "password=***" in r.json()["store"]["error"]  # the string was there, masked
         assert "hunter2" not in r.text
+        reads = httpx.get(f"{server.url}/api/retraining/history", timeout=60)
+        assert reads.status_code == 503, reads.text
+        assert reads.headers["retry-after"] == "5"
+        assert "unreachable" in reads.json()["detail"] and "hunter2" not in reads.text
     finally:
         server.stop()
 
