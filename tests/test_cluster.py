@@ -208,6 +208,11 @@ def test_two_replicas_two_workers_survive_kill_9_and_turn_the_loop(
         assert takeover_s <= 2 * LEASE_INTERVAL + 1.0, takeover_s
 
         time.sleep(max(0.0, t0 + LOAD_S - time.monotonic()))
+    except BaseException:
+        stop.set()
+        for proc in reversed(started):
+            proc.kill()  # nothing of a failed run outlives the test
+        raise
     finally:
         stop.set()
         for t in threads:
