@@ -46,7 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 import orjson
@@ -261,18 +261,14 @@ def p95(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=20, method="inclusive")[-1]
 
 
-def _settings(env: dict[str, str], **overrides: Any) -> Settings:
-    fields = {k.removeprefix("DRIFTLAB_").lower(): v for k, v in env.items()}
-    return Settings(_env_file=None, **{**fields, **overrides})  # type: ignore[arg-type]
-
-
 def commit_latency(
     layout: ClusterLayout, servers: Servers, tmp: Path, plan: ClusterPlan
 ) -> list[str]:
     """Wall ms of one store ingest on SQLite and on PG+S3, interleaved commit by commit."""
     servers.pg.create_database("bench_latency")  # a lake of its own: its schema is not the API's
-    pg_settings = _settings(
-        layout.node_env("latency"),
+    pg_settings = layout.settings(
+        "latency",
+        _env_file=None,
         catalog_uri=f"postgres:{servers.pg.conninfo('bench_latency')}",
         data_path="s3://driftlab/latency/",
     )
@@ -517,7 +513,7 @@ def http_ingest(
     held = {}
     for lake, settings in [
         ("SQLite", Settings(data_dir=tmp / "api-sqlite", _env_file=None)),  # type: ignore[call-arg]
-        ("PG+S3", _settings(layout.node_env("count"))),
+        ("PG+S3", layout.settings("count", _env_file=None)),
     ]:
         store = Store.open(settings, read_only=True)
         try:

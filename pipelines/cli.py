@@ -11,10 +11,7 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
-from collections.abc import Mapping
 from typing import Any
 
 from pipelines import __version__
@@ -430,9 +427,7 @@ def _up_cluster(args: argparse.Namespace, settings: Settings) -> int:
     )
     pg, s3 = layout.start_services()
     try:
-        os.environ.update(layout.node_env("bootstrap"))
-        get_settings.cache_clear()
-        bootstrap(get_settings())
+        bootstrap(layout.settings("bootstrap"))
         procs = layout.processes()
         return supervisor.run_all(
             {name: [sys.executable, "-m", *argv] for name, (argv, _) in procs.items()},
@@ -440,30 +435,12 @@ def _up_cluster(args: argparse.Namespace, settings: Settings) -> int:
             env_of={name: env for name, (_, env) in procs.items()},
             restart=True,
             started=lambda running: sys.stdout.write(
-                layout.banner(_active_worker(layout, running)) + "Ctrl-C stops everything.\n\n"
+                layout.banner(layout.active_worker(running)) + "Ctrl-C stops everything.\n\n"
             ),
         )
     finally:
         s3.stop()
         pg.stop()
-
-
-def _active_worker(layout: Any, running: Mapping[str, subprocess.Popen[bytes]]) -> str | None:
-    """Which of a local cluster's workers took the `worker` lease (waits for it a little)."""
-    from pipelines.store.leases import Lease
-
-    lease = Lease(layout.shared_env()["DRIFTLAB_CATALOG_URI"], "worker", "up", 1.0)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            current = lease.current()
-            if current is not None:
-                pid = int(current["holder"].split(":")[1])
-                return next((name for name, proc in running.items() if proc.pid == pid), None)
-            time.sleep(0.5)
-        return None
-    finally:
-        lease.close()
 
 
 def cmd_observe(args: argparse.Namespace, settings: Settings) -> int:

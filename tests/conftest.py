@@ -113,7 +113,4 @@ def cluster(tmp_path: Path) -> Iterator[ClusterLayout]:
 def cluster_settings(layout: ClusterLayout, node: str, **overrides: object) -> Settings:
     """Settings of one process of a test cluster: the shared lake and registry, its own
     data dir (`<cluster>/<node>`)."""
-    fields = {
-        key.removeprefix("DRIFTLAB_").lower(): value for key, value in layout.node_env(node).items()
-    }
-    return Settings(_env_file=None, **{**fields, **overrides})  # type: ignore[arg-type]
+    return layout.settings(node, _env_file=None, **overrides)

@@ -29,7 +29,7 @@ from pipelines.ops import supervisor
 from pipelines.ops.cluster import LAKE_DB, ClusterLayout
 from pipelines.ops.local_services import LocalPostgres
 from pipelines.store import Store
-from pipelines.store.leases import Lease
+from pipelines.store.leases import Lease, holder_pid
 from tests.conftest import cluster_settings
 from tests.helpers import ApiServer, CliProcess, children, free_port, kill_all, wait_until
 
@@ -124,7 +124,7 @@ def _during_kill(replica: Replica) -> bool:
 def worker_pid(lease: Lease) -> int | None:
     """The pid in the `worker` lease's holder name (`worker@host:pid:tail`)."""
     current = lease.current()
-    return int(current["holder"].split(":")[1]) if current else None
+    return holder_pid(current["holder"]) if current else None
 
 
 def serving(replica: Replica) -> str:

@@ -108,6 +108,20 @@ class LeaseLock(HeldLock):
     def __init__(self, settings: Settings, holder: str) -> None:
         self.keeper = LeaseKeeper(_retrain_lease(settings, holder=holder), settings.lease_interval)
 
+    @classmethod
+    def take(cls, settings: Settings, holder: str, *, refused: str) -> LeaseLock:
+        """Take (or, for the holder it was handed to, renew) the lease and keep renewing it.
+
+        Raises:
+            RetrainBusy: Another holder has it (`refused` says why).
+        """
+        held = cls(settings, holder)
+        if not held.keeper.attempt():
+            held.keeper.stop()
+            raise RetrainBusy(refused)
+        held.keeper.start()
+        return held
+
     def handoff(self) -> tuple[list[str], tuple[int, ...]]:
         return [f"--lock-lease={self.keeper.lease.holder}"], ()
 
@@ -142,12 +156,9 @@ def acquire(settings: Settings) -> HeldLock:
         RetrainBusy: Another run holds it.
     """
     if settings.shared_catalog:
-        held = LeaseLock(settings, new_holder("retrain"))
-        if held.keeper.attempt():
-            held.keeper.start()
-            return held
-        held.keeper.stop()
-        raise RetrainBusy("a retraining run is already in progress")
+        return LeaseLock.take(
+            settings, new_holder("retrain"), refused="a retraining run is already in progress"
+        )
     settings.runs_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(settings.runs_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -168,11 +179,9 @@ def adopt(settings: Settings, *, fd: int | None, lease: str | None) -> HeldLock 
         return FileLock(fd)
     if lease is None:
         return None
-    held = LeaseLock(settings, lease)
-    if not held.keeper.attempt():
-        raise RetrainBusy("the retrain lease expired before the run started")
-    held.keeper.start()
-    return held
+    return LeaseLock.take(
+        settings, lease, refused="the retrain lease expired before the run started"
+    )
 
 
 @contextlib.contextmanager
@@ -203,6 +212,7 @@ def trigger(
         RetrainBusy: A run is in progress.
     """
     held = acquire(settings)  # held from here to the end of the run, by the child
+    child_args, child_fds = held.handoff()
     handed = False
     try:
         event_id = new_id()
@@ -229,7 +239,7 @@ def trigger(
             f"--trigger={trigger}",
             f"--who={who}",
             f"--reasons={json.dumps(reasons or [])}",
-            *held.handoff()[0],
+            *child_args,
         ]
         with open(log_path, "ab") as log:
             subprocess.Popen(
@@ -238,7 +248,7 @@ def trigger(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                pass_fds=held.handoff()[1],
+                pass_fds=child_fds,
                 start_new_session=True,  # survives the API's restart and its Ctrl-C
                 cwd=Path(__file__).resolve().parents[2],
             )

@@ -15,11 +15,16 @@ PostgreSQL to keep it.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines.ops.local_services import LocalPostgres, LocalS3, free_port
 from pipelines.settings import Settings
+from pipelines.store.leases import Lease, holder_pid
 
 LAKE_DB, MLFLOW_DB, BUCKET = "lake", "mlflow", "driftlab"
 
@@ -88,6 +93,28 @@ class ClusterLayout:
     def node_env(self, node: str) -> dict[str, str]:
         """The environment of one process: the shared lake and registry, its own data dir."""
         return {**self.shared_env(), "DRIFTLAB_DATA_DIR": str(self.root / node)}
+
+    def settings(self, node: str, **overrides: Any) -> Settings:
+        """The settings of one process, in this process (its `node_env`, then `overrides`)."""
+        fields = {k.removeprefix("DRIFTLAB_").lower(): v for k, v in self.node_env(node).items()}
+        return Settings(**{**fields, **overrides})
+
+    def active_worker(
+        self, running: Mapping[str, subprocess.Popen[bytes]], wait_s: float = 30.0
+    ) -> str | None:
+        """The name of the running worker that holds the `worker` lease (waits for one)."""
+        lease = Lease(self.shared_env()["DRIFTLAB_CATALOG_URI"], "worker", "probe", 1.0)
+        try:
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                current = lease.current()
+                if current is not None:
+                    pid = holder_pid(current["holder"])
+                    return next((n for n, proc in running.items() if proc.pid == pid), None)
+                time.sleep(0.5)
+            return None
+        finally:
+            lease.close()
 
     def api_ports(self) -> dict[str, int]:
         return {f"api-{i}": self.api_port + i - 1 for i in range(1, self.replicas + 1)}

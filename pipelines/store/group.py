@@ -3,9 +3,9 @@
 Each DuckLake commit has a fixed cost that does not depend on its rows: with the SQLite
 catalog, the transaction's metadata reads, the stats and snapshot rows, and the snapshot id
 read after it (`python -m benchmarks --only store` prints a 1-row and a 10k-row commit's CPU).
-Writers of one machine commit one at a time anyway with the SQLite catalog (`Lake.write`
-holds the machine's write lock; with PostgreSQL, concurrent commits to one table conflict and
-retry), so a writer that finds a commit running waits; here, while it waits, it queues its
+Writers commit one at a time anyway (`Lake.write` holds the lake's commit lock: a file lock
+on one machine, an advisory lock in a PostgreSQL catalog), so a writer that finds a commit
+running waits; here, while it waits, it queues its
 rows, and the first waiter to get the turn commits everything queued in one transaction
 (the leader/follower scheme of database group commit). A lone writer commits at once, alone:
 nothing waits for a timer.

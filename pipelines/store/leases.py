@@ -64,6 +64,11 @@ def new_holder(role: str) -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
+def holder_pid(holder: str) -> int:
+    """The process id in a `new_holder` name (on its own host)."""
+    return int(holder.split(":")[1])
+
+
 @dataclass
 class Lease:
     """One named lease for one would-be holder, in the catalog's database."""
